@@ -1,0 +1,32 @@
+# spikeforge: `make demo` sets everything up and runs the demo; `make test` runs the tests.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+TORCH_VERSION ?= 2.13.0
+
+.PHONY: setup demo test lint bench clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --upgrade --quiet pip
+	@# Install a CPU build of torch first when none is importable (a bare `torch`
+	@# requirement could otherwise pull a multi-GB CUDA build).
+	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install --quiet torch==$(TORCH_VERSION)
+	$(PY) -m pip install --quiet -e ".[test]"
+	touch $@
+
+setup: $(VENV)/.installed
+
+demo: setup
+	$(VENV)/bin/spikeforge demo
+
+test: setup
+	$(PY) -m ruff check src tests bench
+	$(PY) -m pytest -q -ra
+
+bench: setup
+	$(PY) bench/yinyang.py --seeds 5 --json bench/results/yinyang.json
+	$(PY) bench/mnist.py --json bench/results/mnist.json
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache .ruff_cache
