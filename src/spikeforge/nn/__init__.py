@@ -1,0 +1,45 @@
+"""``torch.nn`` modules for spiking networks (time-major ``[T, B, ...]``; forward returns
+``(output, state)``)."""
+
+from .base import SNNModule
+from .delay import Delay, DelayedLinear
+from .layers import (
+    AvgPool1d,
+    AvgPool2d,
+    Conv1d,
+    Conv2d,
+    Dropout,
+    Flatten,
+    Linear,
+    MaxPool1d,
+    MaxPool2d,
+    TimeDistributed,
+)
+from .neurons import IF, LI, LIF, AdaptiveLIF, CubaLIF, Neuron
+from .recurrent import Recurrent, RecurrentState
+from .sequential import Sequential
+
+__all__ = [
+    "IF",
+    "LI",
+    "LIF",
+    "AdaptiveLIF",
+    "AvgPool1d",
+    "AvgPool2d",
+    "Conv1d",
+    "Conv2d",
+    "CubaLIF",
+    "Delay",
+    "DelayedLinear",
+    "Dropout",
+    "Flatten",
+    "Linear",
+    "MaxPool1d",
+    "MaxPool2d",
+    "Neuron",
+    "Recurrent",
+    "RecurrentState",
+    "SNNModule",
+    "Sequential",
+    "TimeDistributed",
+]

@@ -1,0 +1,119 @@
+r"""What every spiking model shares: the decay factor, firing, reset and refractoriness.
+
+Each model file writes its own sub-threshold integration; firing is the same for all:
+
+.. math::
+
+    z_t = H(v_t - \vartheta)\,[r_t = 0], \qquad
+    v_t \leftarrow \mathrm{reset}(v_t, z_t), \qquad
+    r_{t+1} = \begin{cases} n_\mathrm{ref} & z_t = 1 \\ \max(r_t - 1, 0) & \text{else} \end{cases}
+
+with the reset chosen once, when the neuron is built:
+
+* ``"subtract"``: :math:`v \leftarrow v - z\,\vartheta` (keeps the overshoot),
+* ``"value"``: :math:`v \leftarrow (1 - z)\,v + z\,v_\mathrm{reset}`,
+* ``"none"``: :math:`v` unchanged.
+
+While a neuron is refractory (:math:`r_t > 0`) its membrane is held and it cannot fire.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import NamedTuple
+
+import torch
+from torch import Tensor
+
+from ..core.checks import SpikeforgeError, check_positive_int
+from ..core.surrogate import Surrogate
+
+__all__ = ["RESET_MODES", "FireSpec", "decay", "fire", "refractory_steps"]
+
+RESET_MODES = ("subtract", "value", "none")
+
+
+def decay(tau: Tensor | float, dt: float) -> Tensor:
+    r"""Per-step decay :math:`\exp(-\Delta t/\tau)` of a time constant ``tau`` (seconds)."""
+    tau = torch.as_tensor(tau)
+    return torch.exp(-dt / tau)
+
+
+def refractory_steps(t_ref: float, dt: float) -> int:
+    """Number of whole steps covered by a refractory period ``t_ref`` (seconds), rounded."""
+    if t_ref < 0 or not math.isfinite(t_ref):
+        raise SpikeforgeError(f"refractory must be a finite duration >= 0 seconds, got {t_ref!r}.")
+    return int(round(t_ref / dt))
+
+
+def _reset_subtract(v: Tensor, z: Tensor, v_th: Tensor, v_reset: Tensor) -> Tensor:
+    return v - z * v_th
+
+
+def _reset_value(v: Tensor, z: Tensor, v_th: Tensor, v_reset: Tensor) -> Tensor:
+    return v - z * (v - v_reset)
+
+
+def _reset_none(v: Tensor, z: Tensor, v_th: Tensor, v_reset: Tensor) -> Tensor:
+    return v
+
+
+_RESETS = {"subtract": _reset_subtract, "value": _reset_value, "none": _reset_none}
+
+
+@dataclass(frozen=True)
+class FireSpec:
+    """How a spiking model fires; settled when the neuron is built.
+
+    Args:
+        surrogate: spike function (Heaviside forward, surrogate derivative backward).
+        reset: ``"subtract"``, ``"value"`` or ``"none"``.
+        refractory: refractory period in whole time steps (0: none).
+        detach_reset: stop gradients through the reset term (recommended for surrogate training;
+            Zenke & Vogels 2021).
+    """
+
+    surrogate: Surrogate = field(default_factory=Surrogate)
+    reset: str = "subtract"
+    refractory: int = 0
+    detach_reset: bool = True
+
+    def __post_init__(self) -> None:
+        if self.reset not in _RESETS:
+            raise SpikeforgeError(f"reset must be one of {RESET_MODES}, got {self.reset!r}.")
+        check_positive_int("refractory (steps)", self.refractory, allow_zero=True)
+        object.__setattr__(self, "_reset_fn", _RESETS[self.reset])
+
+
+class Fired(NamedTuple):
+    """Result of :func:`fire`: spikes, membrane after reset, refractory counter (or None)."""
+
+    z: Tensor
+    v: Tensor
+    ref: Tensor | None
+
+
+def fire(
+    spec: FireSpec,
+    v: Tensor,
+    v_th: Tensor,
+    v_reset: Tensor,
+    ref: Tensor | None,
+    v_before: Tensor,
+) -> Fired:
+    """Spike, reset and refractoriness after a model has integrated ``v_before -> v``.
+
+    ``v_before`` is the membrane at the start of the step: refractory neurons keep it.
+    """
+    if ref is not None:
+        active = ref <= 0
+        v = torch.where(active, v, v_before)
+        z = spec.surrogate(v - v_th) * active.to(v.dtype)
+    else:
+        z = spec.surrogate(v - v_th)
+    zr = z.detach() if spec.detach_reset else z
+    v = spec._reset_fn(v, zr, v_th, v_reset)  # type: ignore[attr-defined]
+    if ref is not None:
+        ref = torch.where(z.detach() > 0, torch.full_like(ref, spec.refractory), (ref - 1).clamp(min=0))
+    return Fired(z, v, ref)

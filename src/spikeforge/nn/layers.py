@@ -1,0 +1,148 @@
+"""Layers without memory, applied to all time steps at once by folding time into the batch.
+
+``TimeDistributed`` wraps any ``torch.nn.Module`` that maps ``[N, *features]``; the named layers below
+are ready-made wrappers. ``Dropout`` draws one mask per sample and keeps it for the whole sequence
+(a neuron dropped at one step is dropped at every step), which suits recurrent dynamics.
+"""
+
+from __future__ import annotations
+
+from torch import Tensor, nn
+
+from ..core.checks import SpikeforgeError, check_in_range
+from .base import SNNModule, check_sequence
+
+__all__ = [
+    "AvgPool1d",
+    "AvgPool2d",
+    "Conv1d",
+    "Conv2d",
+    "Dropout",
+    "Flatten",
+    "Linear",
+    "MaxPool1d",
+    "MaxPool2d",
+    "TimeDistributed",
+]
+
+
+class TimeDistributed(SNNModule):
+    """Apply a memoryless module to every time step at once.
+
+    Shape:
+        ``[T, B, *in]`` -> ``[T, B, *out]`` where the wrapped module maps ``[N, *in] -> [N, *out]``.
+    """
+
+    def __init__(self, module: nn.Module) -> None:
+        super().__init__()
+        if not isinstance(module, nn.Module):
+            raise SpikeforgeError(
+                f"module must be a torch.nn.Module, got {type(module).__name__}."
+            )
+        self.module = module
+
+    def forward(self, x: Tensor, state: None = None) -> tuple[Tensor, None]:
+        check_sequence("x", x)
+        t, b = x.shape[:2]
+        try:
+            y = self.module(x.reshape(t * b, *x.shape[2:]))
+        except RuntimeError as err:
+            raise SpikeforgeError(
+                f"{type(self.module).__name__} could not take input of shape {tuple(x.shape)} "
+                f"(time-major [T, B, *features]; per step {tuple(x.shape[2:])}): {err}"
+            ) from err
+        return y.reshape(t, b, *y.shape[1:]), None
+
+
+class Linear(TimeDistributed):
+    """Dense synapses ``y = x W^T + b``. Shape: ``[T, B, in] -> [T, B, out]``."""
+
+    def __init__(self, in_features: int, out_features: int, *, bias: bool = True) -> None:
+        super().__init__(nn.Linear(in_features, out_features, bias=bias))
+
+    @property
+    def weight(self) -> nn.Parameter:
+        return self.module.weight
+
+    @property
+    def bias(self) -> nn.Parameter | None:
+        return self.module.bias
+
+
+class Conv1d(TimeDistributed):
+    """1-D convolution. Shape: ``[T, B, C_in, L] -> [T, B, C_out, L_out]``."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, *, stride: int = 1,
+                 padding: int | str = 0, dilation: int = 1, bias: bool = True) -> None:
+        super().__init__(nn.Conv1d(in_channels, out_channels, kernel_size, stride=stride,
+                                   padding=padding, dilation=dilation, bias=bias))
+
+
+class Conv2d(TimeDistributed):
+    """2-D convolution. Shape: ``[T, B, C_in, H, W] -> [T, B, C_out, H_out, W_out]``."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int | tuple[int, int], *,
+                 stride: int = 1, padding: int | str = 0, dilation: int = 1,
+                 bias: bool = True) -> None:
+        super().__init__(nn.Conv2d(in_channels, out_channels, kernel_size, stride=stride,
+                                   padding=padding, dilation=dilation, bias=bias))
+
+
+class MaxPool1d(TimeDistributed):
+    """1-D max pooling. Shape: ``[T, B, C, L] -> [T, B, C, L_out]``."""
+
+    def __init__(self, kernel_size: int, *, stride: int | None = None) -> None:
+        super().__init__(nn.MaxPool1d(kernel_size, stride=stride))
+
+
+class MaxPool2d(TimeDistributed):
+    """2-D max pooling. Shape: ``[T, B, C, H, W] -> [T, B, C, H_out, W_out]``."""
+
+    def __init__(self, kernel_size: int, *, stride: int | None = None) -> None:
+        super().__init__(nn.MaxPool2d(kernel_size, stride=stride))
+
+
+class AvgPool1d(TimeDistributed):
+    """1-D average pooling. Shape: ``[T, B, C, L] -> [T, B, C, L_out]``."""
+
+    def __init__(self, kernel_size: int, *, stride: int | None = None) -> None:
+        super().__init__(nn.AvgPool1d(kernel_size, stride=stride))
+
+
+class AvgPool2d(TimeDistributed):
+    """2-D average pooling. Shape: ``[T, B, C, H, W] -> [T, B, C, H_out, W_out]``."""
+
+    def __init__(self, kernel_size: int, *, stride: int | None = None) -> None:
+        super().__init__(nn.AvgPool2d(kernel_size, stride=stride))
+
+
+class Flatten(TimeDistributed):
+    """Flatten the feature dimensions. Shape: ``[T, B, *features] -> [T, B, prod(features)]``."""
+
+    def __init__(self) -> None:
+        super().__init__(nn.Flatten())
+
+
+class Dropout(SNNModule):
+    """Dropout with one mask per sample, shared by all time steps (identity in eval mode).
+
+    Shape:
+        ``[T, B, *features]`` -> same.
+    """
+
+    def __init__(self, p: float = 0.5) -> None:
+        super().__init__()
+        check_in_range("p", p, 0.0, 1.0)
+        self.p = float(p)
+
+    def forward(self, x: Tensor, state: None = None) -> tuple[Tensor, None]:
+        check_sequence("x", x)
+        if not self.training or self.p == 0.0:
+            return x, None
+        if self.p == 1.0:
+            return x * 0.0, None
+        keep = (x.new_empty(x.shape[1:]).bernoulli_(1.0 - self.p)) / (1.0 - self.p)
+        return x * keep, None
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}"

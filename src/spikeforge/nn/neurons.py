@@ -1,0 +1,283 @@
+"""Neuron layers: thin ``torch.nn.Module`` shells over the models in :mod:`spikeforge.dynamics`.
+
+Physical parameters (time constants in seconds, thresholds, potentials) are scalars or per-neuron
+tensors; any of them can be learned per neuron with ``learn=("tau_mem", "v_th", ...)`` (then ``size``
+is required). Time constants are checked to be positive; ``dt`` larger than a time constant warns.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from types import ModuleType
+from typing import Any, NamedTuple
+
+import torch
+from torch import Tensor, nn
+
+from ..core.checks import SpikeforgeError, check_dt, check_shape_tail
+from ..core.surrogate import Surrogate, surrogate
+from ..dynamics import adaptive_lif, cuba_lif, if_neuron, li, lif
+from ..dynamics.common import FireSpec, refractory_steps
+from ..sim import scan
+from .base import SNNModule, check_sequence
+
+__all__ = ["IF", "LI", "LIF", "AdaptiveLIF", "CubaLIF", "Neuron"]
+
+_TAU_MIN = 1e-6  # learned time constants are clamped to stay positive (seconds)
+
+
+def _as_size(size: int | Sequence[int] | None) -> tuple[int, ...] | None:
+    if size is None:
+        return None
+    if isinstance(size, int):
+        size = (size,)
+    size = tuple(int(s) for s in size)
+    if not size or any(s < 1 for s in size):
+        raise SpikeforgeError(f"size must be a positive int or tuple of them, got {size!r}.")
+    return size
+
+
+class Neuron(SNNModule):
+    """Base of the neuron layers: holds physical parameters, builds the model's per-step ones.
+
+    Subclasses set ``model`` (a module of :mod:`spikeforge.dynamics`) and call :meth:`_setup`.
+    """
+
+    stateful = True
+    model: ModuleType
+    spiking: bool = True
+
+    def _setup(
+        self,
+        physical: dict[str, Any],
+        *,
+        size: int | Sequence[int] | None,
+        dt: float,
+        learn: Sequence[str],
+        fire: FireSpec | None,
+    ) -> None:
+        self.size = _as_size(size)
+        self.dt = float(dt)
+        self.fire_spec = fire
+        taus = {k: v for k, v in physical.items() if k.startswith("tau")}
+        check_dt(self.dt, **{k: torch.as_tensor(v, dtype=torch.float64) for k, v in taus.items()})
+        learn = tuple(learn)
+        unknown = set(learn) - set(physical)
+        if unknown:
+            raise SpikeforgeError(
+                f"learn names unknown parameter(s) {sorted(unknown)}; "
+                f"{type(self).__name__} has {sorted(physical)}."
+            )
+        if learn and self.size is None:
+            raise SpikeforgeError(
+                f"learning {list(learn)} per neuron needs the layer size: pass size=N to "
+                f"{type(self).__name__}."
+            )
+        self._names = tuple(physical)
+        self._learn = learn
+        for name, value in physical.items():
+            t = torch.as_tensor(value, dtype=torch.float32).clone()
+            if self.size is not None and t.dim() > 0:
+                check_shape_tail(name, t, self.size[-t.dim():], layout="per-neuron values")
+            if name in learn:
+                t = nn.Parameter(t.expand(self.size).clone())
+                self.register_parameter(name, t)
+            else:
+                self.register_buffer(name, t)
+
+    def physical(self) -> dict[str, Tensor]:
+        """Current physical parameters (learned time constants clamped to stay positive)."""
+        out = {}
+        for name in self._names:
+            t = getattr(self, name)
+            if name.startswith("tau") and name in self._learn:
+                t = t.clamp(min=_TAU_MIN)
+            out[name] = t
+        return out
+
+    def params(self, like: Tensor) -> NamedTuple:
+        """Per-step parameters in the dtype and device of ``like``."""
+        p = self.model.make_params(**self.physical(), dt=self.dt)
+        return type(p)(*[f.to(dtype=like.dtype, device=like.device) for f in p])
+
+    def init_state(self, like: Tensor) -> NamedTuple:
+        """Resting state for one time step of input shaped like ``like`` ([B, *features])."""
+        refractory = self.fire_spec is not None and self.fire_spec.refractory > 0
+        return self.model.init_state(self.params(like), like, refractory=refractory)
+
+    def _check(self, x: Tensor) -> None:
+        check_sequence("x", x)
+        if self.size is not None:
+            check_shape_tail("x", x, self.size, layout=f"[T, B, {', '.join(map(str, self.size))}]")
+
+    def forward(self, x: Tensor, state: NamedTuple | None = None) -> tuple[Tensor, NamedTuple]:
+        """Run the neuron over a sequence.
+
+        Shape:
+            x ``[T, B, *size]`` -> output ``[T, B, *size]`` (spikes, or membrane for LI).
+        """
+        out, state, _ = self.trace_run(x, state, record=False)
+        return out, state
+
+    def trace(self, x: Tensor, state: NamedTuple | None = None):
+        """Like ``forward`` plus every state variable at every step (a state of ``[T, ...]``)."""
+        return self.trace_run(x, state, record=True)
+
+    def trace_run(self, x: Tensor, state: NamedTuple | None, *, record: bool):
+        self._check(x)
+        p = self.params(x)
+        if state is None:
+            state = self.model.init_state(
+                p, x[0], refractory=self.fire_spec is not None and self.fire_spec.refractory > 0
+            )
+        return scan.run(self.model.step, self.fire_spec, p, state, x, record=record)
+
+    def extra_repr(self) -> str:
+        parts = [f"size={self.size}"] if self.size else []
+        for name in self._names:
+            t = getattr(self, name)
+            val = f"{t.item():g}" if t.numel() == 1 else f"<{tuple(t.shape)}>"
+            parts.append(f"{name}={val}")
+        parts.append(f"dt={self.dt:g}")
+        if self.fire_spec is not None:
+            f = self.fire_spec
+            parts.append(f"reset={f.reset!r}, surrogate={f.surrogate.name}({f.surrogate.scale:g})")
+            if f.refractory:
+                parts.append(f"refractory={f.refractory} steps")
+        if self._learn:
+            parts.append(f"learn={list(self._learn)}")
+        return ", ".join(parts)
+
+
+def _fire_spec(
+    surrogate_spec: str | dict | Surrogate | None, scale: float | None, reset: str,
+    refractory: float, dt: float, detach_reset: bool,
+) -> FireSpec:
+    return FireSpec(surrogate(surrogate_spec, scale), reset, refractory_steps(refractory, dt),
+                    detach_reset)
+
+
+class LIF(Neuron):
+    """Leaky integrate-and-fire neurons (:mod:`spikeforge.dynamics.lif`).
+
+    Args:
+        tau_mem: membrane time constant in seconds (scalar or per neuron).
+        dt: time step in seconds.
+        v_th: threshold. v_leak: resting potential. v_reset: reset value (``reset="value"``).
+        reset: ``"subtract"``, ``"value"`` or ``"none"``.
+        refractory: refractory period in seconds (rounded to whole steps).
+        surrogate: surrogate name/dict/:class:`~spikeforge.core.surrogate.Surrogate`;
+            ``surrogate_scale`` overrides its steepness.
+        size: neuron shape (needed for per-neuron learning).
+        learn: names of parameters to learn per neuron, e.g. ``("tau_mem", "v_th")``.
+        detach_reset: stop gradients through the reset.
+    """
+
+    model = lif
+
+    def __init__(
+        self, tau_mem: float | Tensor = 10e-3, *, dt: float = 1e-3, v_th: float | Tensor = 1.0,
+        v_leak: float | Tensor = 0.0, v_reset: float | Tensor = 0.0, reset: str = "subtract",
+        refractory: float = 0.0, surrogate: str | dict | Surrogate | None = None,
+        surrogate_scale: float | None = None, size: int | Sequence[int] | None = None,
+        learn: Sequence[str] = (), detach_reset: bool = True,
+    ) -> None:
+        super().__init__()
+        self._setup(
+            {"tau_mem": tau_mem, "v_th": v_th, "v_leak": v_leak, "v_reset": v_reset},
+            size=size, dt=dt, learn=learn,
+            fire=_fire_spec(surrogate, surrogate_scale, reset, refractory, dt, detach_reset),
+        )
+
+
+class IF(Neuron):
+    """Integrate-and-fire neurons without leak (:mod:`spikeforge.dynamics.if_neuron`).
+
+    Args as :class:`LIF`, without time constants.
+    """
+
+    model = if_neuron
+
+    def __init__(
+        self, *, dt: float = 1e-3, v_th: float | Tensor = 1.0, v_reset: float | Tensor = 0.0,
+        reset: str = "subtract", refractory: float = 0.0,
+        surrogate: str | dict | Surrogate | None = None, surrogate_scale: float | None = None,
+        size: int | Sequence[int] | None = None, learn: Sequence[str] = (),
+        detach_reset: bool = True,
+    ) -> None:
+        super().__init__()
+        self._setup(
+            {"v_th": v_th, "v_reset": v_reset}, size=size, dt=dt, learn=learn,
+            fire=_fire_spec(surrogate, surrogate_scale, reset, refractory, dt, detach_reset),
+        )
+
+
+class CubaLIF(Neuron):
+    """Current-based LIF neurons (:mod:`spikeforge.dynamics.cuba_lif`).
+
+    Args as :class:`LIF`, plus ``tau_syn``: synaptic time constant in seconds.
+    """
+
+    model = cuba_lif
+
+    def __init__(
+        self, tau_mem: float | Tensor = 10e-3, tau_syn: float | Tensor = 5e-3, *, dt: float = 1e-3,
+        v_th: float | Tensor = 1.0, v_leak: float | Tensor = 0.0, v_reset: float | Tensor = 0.0,
+        reset: str = "subtract", refractory: float = 0.0,
+        surrogate: str | dict | Surrogate | None = None, surrogate_scale: float | None = None,
+        size: int | Sequence[int] | None = None, learn: Sequence[str] = (),
+        detach_reset: bool = True,
+    ) -> None:
+        super().__init__()
+        self._setup(
+            {"tau_mem": tau_mem, "tau_syn": tau_syn, "v_th": v_th, "v_leak": v_leak,
+             "v_reset": v_reset},
+            size=size, dt=dt, learn=learn,
+            fire=_fire_spec(surrogate, surrogate_scale, reset, refractory, dt, detach_reset),
+        )
+
+
+class AdaptiveLIF(Neuron):
+    """Adaptive LIF neurons with an after-hyperpolarising current
+    (:mod:`spikeforge.dynamics.adaptive_lif`).
+
+    Args as :class:`LIF`, plus ``tau_ahp`` (seconds) and ``b`` (AHP jump per spike).
+    """
+
+    model = adaptive_lif
+
+    def __init__(
+        self, tau_mem: float | Tensor = 10e-3, tau_ahp: float | Tensor = 200e-3,
+        b: float | Tensor = 0.5, *, dt: float = 1e-3, v_th: float | Tensor = 1.0,
+        v_leak: float | Tensor = 0.0, v_reset: float | Tensor = 0.0, reset: str = "subtract",
+        refractory: float = 0.0, surrogate: str | dict | Surrogate | None = None,
+        surrogate_scale: float | None = None, size: int | Sequence[int] | None = None,
+        learn: Sequence[str] = (), detach_reset: bool = True,
+    ) -> None:
+        super().__init__()
+        self._setup(
+            {"tau_mem": tau_mem, "tau_ahp": tau_ahp, "b": b, "v_th": v_th, "v_leak": v_leak,
+             "v_reset": v_reset},
+            size=size, dt=dt, learn=learn,
+            fire=_fire_spec(surrogate, surrogate_scale, reset, refractory, dt, detach_reset),
+        )
+
+
+class LI(Neuron):
+    """Leaky-integrator read-out (:mod:`spikeforge.dynamics.li`); outputs the membrane trace.
+
+    Args:
+        tau_mem: membrane time constant in seconds. dt: time step. v_leak: resting potential.
+        size: neuron shape. learn: parameters learned per neuron, e.g. ``("tau_mem",)``.
+    """
+
+    model = li
+    spiking = False
+
+    def __init__(
+        self, tau_mem: float | Tensor = 10e-3, *, dt: float = 1e-3, v_leak: float | Tensor = 0.0,
+        size: int | Sequence[int] | None = None, learn: Sequence[str] = (),
+    ) -> None:
+        super().__init__()
+        self._setup({"tau_mem": tau_mem, "v_leak": v_leak}, size=size, dt=dt, learn=learn,
+                    fire=None)

@@ -1,0 +1,76 @@
+"""A sequential container that passes each layer's state along.
+
+Plain ``torch.nn`` modules (e.g. ``nn.Linear``) are wrapped in
+:class:`~spikeforge.nn.layers.TimeDistributed` automatically.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from torch import Tensor, nn
+
+from ..core.checks import SpikeforgeError
+from .base import SNNModule, check_sequence
+from .layers import TimeDistributed
+
+__all__ = ["Sequential"]
+
+
+class Sequential(SNNModule):
+    """Chain of layers; ``forward(x, state) -> (out, state)`` where ``state`` is a tuple per layer.
+
+    Shape:
+        ``[T, B, *in]`` -> ``[T, B, *out]``.
+    """
+
+    stateful = True
+
+    def __init__(self, *layers: nn.Module) -> None:
+        super().__init__()
+        wrapped = []
+        for i, layer in enumerate(layers):
+            if isinstance(layer, SNNModule):
+                wrapped.append(layer)
+            elif isinstance(layer, nn.Module):
+                wrapped.append(TimeDistributed(layer))
+            else:
+                raise SpikeforgeError(
+                    f"layer {i} must be a torch.nn.Module, got {type(layer).__name__}."
+                )
+        self.layers = nn.ModuleList(wrapped)
+
+    def __len__(self) -> int:
+        return len(self.layers)
+
+    def __getitem__(self, i: int) -> nn.Module:
+        return self.layers[i]
+
+    def _states(self, state: Any) -> tuple:
+        if state is None:
+            return (None,) * len(self.layers)
+        if not isinstance(state, (tuple, list)) or len(state) != len(self.layers):
+            raise SpikeforgeError(
+                f"state must be None or a tuple with one entry per layer ({len(self.layers)}), "
+                f"got {type(state).__name__} of length "
+                f"{len(state) if hasattr(state, '__len__') else '?'}."
+            )
+        return tuple(state)
+
+    def forward(self, x: Tensor, state: Any = None) -> tuple[Tensor, tuple]:
+        check_sequence("x", x)
+        new = []
+        for layer, s in zip(self.layers, self._states(state), strict=True):
+            x, s = layer(x, s)
+            new.append(s)
+        return x, tuple(new)
+
+    def trace(self, x: Tensor, state: Any = None) -> tuple[Tensor, tuple, list]:
+        """Like ``forward``; the record holds, per layer, ``(output, record or None)``."""
+        check_sequence("x", x)
+        new, records = [], []
+        for layer, s in zip(self.layers, self._states(state), strict=True):
+            x, s, rec = layer.trace(x, s)
+            new.append(s)
+            records.append((x, rec))
+        return x, tuple(new), records
