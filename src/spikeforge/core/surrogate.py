@@ -154,11 +154,14 @@ class Surrogate:
 
 
 def surrogate(spec: str | Surrogate | dict | None = None, scale: float | None = None) -> Surrogate:
-    """Build a :class:`Surrogate` from a name, a dict ``{"name": ..., "scale": ...}`` or itself."""
+    """Build a :class:`Surrogate` from a name, a dict ``{"name": ..., "scale": ...}`` or itself.
+
+    ``scale``, when given, overrides the steepness of any of these forms.
+    """
     if spec is None:
         return Surrogate() if scale is None else Surrogate(scale=scale)
     if isinstance(spec, Surrogate):
-        return spec
+        return spec if scale is None else Surrogate(spec.name, scale)
     if isinstance(spec, str):
         return Surrogate(spec) if scale is None else Surrogate(spec, scale)
     if isinstance(spec, dict):
@@ -167,7 +170,7 @@ def surrogate(spec: str | Surrogate | dict | None = None, scale: float | None = 
             raise SpikeforgeError(
                 f"surrogate has unknown key(s) {sorted(unknown)}; expected 'name' and 'scale'."
             )
-        return Surrogate(**spec)
+        return Surrogate(**spec) if scale is None else Surrogate(**{**spec, "scale": scale})
     raise SpikeforgeError(
         f"surrogate must be a name, a dict or a Surrogate, got {type(spec).__name__}."
     )

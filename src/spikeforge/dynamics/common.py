@@ -26,7 +26,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-from ..core.checks import SpikeforgeError, check_positive_int
+from ..core.checks import SpikeforgeError, check_positive, check_positive_int
 from ..core.surrogate import Surrogate
 
 __all__ = ["RESET_MODES", "FireSpec", "decay", "fire", "refractory_steps"]
@@ -44,6 +44,7 @@ def refractory_steps(t_ref: float, dt: float) -> int:
     """Number of whole steps covered by a refractory period ``t_ref`` (seconds), rounded."""
     if t_ref < 0 or not math.isfinite(t_ref):
         raise SpikeforgeError(f"refractory must be a finite duration >= 0 seconds, got {t_ref!r}.")
+    check_positive("dt", dt)
     return int(round(t_ref / dt))
 
 

@@ -14,7 +14,7 @@ from typing import Any, NamedTuple
 import torch
 from torch import Tensor, nn
 
-from ..core.checks import SpikeforgeError, check_dt, check_shape_tail
+from ..core.checks import SpikeforgeError, check_dt, check_rank, check_shape_tail
 from ..core.surrogate import Surrogate, surrogate
 from ..dynamics import adaptive_lif, cuba_lif, if_neuron, li, lif
 from ..dynamics.common import FireSpec, refractory_steps
@@ -97,7 +97,9 @@ class Neuron(SNNModule):
 
     def params(self, like: Tensor) -> NamedTuple:
         """Per-step parameters in the dtype and device of ``like``."""
-        p = self.model.make_params(**self.physical(), dt=self.dt)
+        # Cast before computing the decays so float64 inputs get float64-accurate exp(-dt/tau).
+        phys = {k: v.to(dtype=like.dtype, device=like.device) for k, v in self.physical().items()}
+        p = self.model.make_params(**phys, dt=self.dt)
         return type(p)(*[f.to(dtype=like.dtype, device=like.device) for f in p])
 
     def init_state(self, like: Tensor) -> NamedTuple:
@@ -108,7 +110,9 @@ class Neuron(SNNModule):
     def _check(self, x: Tensor) -> None:
         check_sequence("x", x)
         if self.size is not None:
-            check_shape_tail("x", x, self.size, layout=f"[T, B, {', '.join(map(str, self.size))}]")
+            layout = f"[T, B, {', '.join(map(str, self.size))}]"
+            check_rank("x", x, 2 + len(self.size), layout=f"{layout} (time-major)")
+            check_shape_tail("x", x, self.size, layout=layout)
 
     def forward(self, x: Tensor, state: NamedTuple | None = None) -> tuple[Tensor, NamedTuple]:
         """Run the neuron over a sequence.

@@ -65,6 +65,16 @@ class Sequential(SNNModule):
             new.append(s)
         return x, tuple(new)
 
+    def layer_outputs(self, x: Tensor, state: Any = None) -> tuple[Tensor, tuple, list[Tensor]]:
+        """Like ``forward``, plus every layer's output sequence (e.g. hidden spikes for a rate penalty)."""
+        check_sequence("x", x)
+        new, outs = [], []
+        for layer, s in zip(self.layers, self._states(state), strict=True):
+            x, s = layer(x, s)
+            new.append(s)
+            outs.append(x)
+        return x, tuple(new), outs
+
     def trace(self, x: Tensor, state: Any = None) -> tuple[Tensor, tuple, list]:
         """Like ``forward``; the record holds, per layer, ``(output, record or None)``."""
         check_sequence("x", x)

@@ -17,10 +17,22 @@ Step = Callable[[Any, Any, Any, Tensor], tuple[Tensor, Any]]
 
 
 def stack_states(states: list[NamedTuple]) -> NamedTuple:
-    """Stack a list of per-step states into one state of ``[T, ...]`` tensors (None stays None)."""
+    """Stack a list of per-step states into one state of ``[T, ...]`` tensors (None stays None).
+
+    Nested states (NamedTuples inside a NamedTuple) are stacked field by field.
+    """
     cls = type(states[0])
     fields = zip(*states, strict=True)
-    return cls(*[None if f[0] is None else torch.stack(f) for f in fields])
+    return cls(*[_stack_field(list(f)) for f in fields])
+
+
+def _stack_field(values: list) -> Any:
+    """Stack one field over time; a nested state (e.g. a recurrent layer's neuron) recursively."""
+    if values[0] is None:
+        return None
+    if isinstance(values[0], tuple):
+        return stack_states(values)
+    return torch.stack(values)
 
 
 def run(

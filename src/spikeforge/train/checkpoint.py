@@ -1,0 +1,68 @@
+"""Checkpoints written atomically: serialise to a temporary file in the same folder, flush it to disk,
+then rename it over the target, so a crash never leaves a truncated checkpoint behind."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..core.checks import SpikeforgeError
+
+__all__ = ["atomic_write_bytes", "atomic_write_text", "load_checkpoint", "save_checkpoint"]
+
+
+def _atomic(path: Path, write: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            write(fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically."""
+    _atomic(Path(path), lambda fh: fh.write(data))
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    """Write ``text`` (UTF-8) to ``path`` atomically."""
+    atomic_write_bytes(path, text.encode())
+
+
+def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> None:
+    """Save a checkpoint dict with :func:`torch.save`, atomically."""
+    _atomic(Path(path), lambda fh: torch.save(payload, fh))
+
+
+def load_checkpoint(path: str | Path, *, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Load a checkpoint written by :func:`save_checkpoint`, with a clear error when it is missing or
+    unreadable."""
+    path = Path(path)
+    if not path.is_file():
+        raise SpikeforgeError(f"checkpoint {str(path)!r} does not exist.")
+    try:
+        payload = torch.load(path, map_location=map_location, weights_only=False)
+    except Exception as err:  # noqa: BLE001 - report any unpickling failure the same way
+        raise SpikeforgeError(f"checkpoint {str(path)!r} could not be read: {err}") from err
+    if not isinstance(payload, dict) or "model" not in payload or "config" not in payload:
+        raise SpikeforgeError(
+            f"{str(path)!r} is not a spikeforge checkpoint (expected a dict with 'model' and 'config')."
+        )
+    return payload
+
+
+def dump_json(path: str | Path, data: Any) -> None:
+    """Write JSON atomically (pretty-printed)."""
+    atomic_write_text(path, json.dumps(data, indent=2, sort_keys=False) + "\n")
