@@ -1,0 +1,22 @@
+"""Training: configs, model building, losses, checkpoints and the trainer."""
+
+from .build import LAYER_TYPES, build_model
+from .checkpoint import load_checkpoint, save_checkpoint
+from .config import Config, config_from_dict, load_config
+from .losses import cross_entropy, logits_from_output, mse_membrane, rate_regularizer
+from .trainer import Trainer
+
+__all__ = [
+    "LAYER_TYPES",
+    "Config",
+    "Trainer",
+    "build_model",
+    "config_from_dict",
+    "cross_entropy",
+    "load_checkpoint",
+    "load_config",
+    "logits_from_output",
+    "mse_membrane",
+    "rate_regularizer",
+    "save_checkpoint",
+]

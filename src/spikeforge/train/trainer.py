@@ -330,7 +330,13 @@ class Trainer:
 
     @torch.no_grad()
     def plot(self, *, n_samples: int = 8) -> dict[str, Path]:
-        """Save learning curves, a spike raster and membrane traces as PNG; returns their paths."""
+        """Save PNG plots; returns their paths.
+
+        ``learning_curves.png`` (loss and accuracy per epoch), ``raster.png`` (spikes of every spiking
+        layer for the first test sample), ``membrane.png`` (membrane of the four most active neurons of
+        the first spiking layer, with threshold and spikes) and ``readout.png`` (the output layer's
+        membrane per class, when the network ends in a leaky integrator).
+        """
         from ..viz import plot_learning_curves, plot_membrane, plot_raster
 
         paths: dict[str, Path] = {}
@@ -343,24 +349,26 @@ class Trainer:
         x, _ = self.splits.test
         seq = encode_batch(x[:n_samples], self.cfg.encoding, _generator(self.cfg.seed, 7)).to(self.device)
         _, _, records = self.model.trace(seq)
-        layers = [(i, out, rec) for i, (layer, (out, rec)) in enumerate(zip(self.model.layers, records, strict=True))
-                  if isinstance(layer, (Neuron, Recurrent))]
-        spiking = [(i, out) for i, out, _ in layers if out.dtype.is_floating_point
-                   and not isinstance(self.model.layers[i], Neuron) or getattr(self.model.layers[i], "spiking", True)]
+        spiking = [(i, out, rec) for i, (layer, (out, rec)) in enumerate(zip(self.model.layers, records, strict=True))
+                   if (isinstance(layer, Neuron) and layer.spiking) or isinstance(layer, Recurrent)]
+        dt = self.cfg.model.dt
         if spiking:
             paths["raster"] = self.out_dir / "raster.png"
-            plot_raster([o.cpu() for _, o in spiking], names=[f"layer {i}" for i, _ in spiking],
-                        path=paths["raster"])
-        for i, _out, rec in layers:
-            if rec is not None and hasattr(rec, "v"):
-                last_v = (i, rec.v)
-        if layers:
-            i, v = last_v
+            plot_raster([out.cpu() for _, out, _ in spiking], names=[f"layer {i}" for i, _, _ in spiking],
+                        dt=dt, path=paths["raster"])
+            i, out, rec = spiking[0]
             layer = self.model.layers[i]
-            th = getattr(layer, "v_th", None) if getattr(layer, "spiking", False) else None
+            neuron = layer.neuron if isinstance(layer, Recurrent) else layer
+            v, z = rec.v[:, :1].flatten(2).cpu(), out[:, :1].flatten(2).cpu()
+            active = tuple(int(n) for n in z.sum(dim=(0, 1)).argsort(descending=True)[:4])
+            threshold = float(neuron.v_th.flatten()[0])
             paths["membrane"] = self.out_dir / "membrane.png"
-            plot_membrane(v.cpu(), threshold=None if th is None else float(th.flatten()[0]),
-                          neurons=tuple(range(min(4, v.shape[-1]))), dt=self.cfg.model.dt, path=paths["membrane"])
+            plot_membrane(v, spikes=z, threshold=threshold, neurons=active, dt=dt, path=paths["membrane"])
+        last = self.model.layers[len(self.model) - 1]
+        if isinstance(last, Neuron) and not last.spiking:
+            out = records[-1][0][:, :1].cpu()
+            paths["readout"] = self.out_dir / "readout.png"
+            plot_membrane(out, neurons=tuple(range(out.shape[-1])), dt=dt, path=paths["readout"])
         return paths
 
     # ---------------------------------------------------------------- loading

@@ -1,0 +1,71 @@
+"""Shared pieces of the accuracy benchmarks: run configs in worker processes, summarise, print, save."""
+
+from __future__ import annotations
+
+import os
+import platform
+import statistics
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _run_one(job: dict[str, Any]) -> dict[str, Any]:
+    import torch
+
+    torch.set_num_threads(job["threads"])
+    from spikeforge.train.config import load_config
+    from spikeforge.train.trainer import Trainer
+
+    cfg = load_config(job["config"], job["overrides"])
+    trainer = Trainer(cfg)
+    final = trainer.fit()
+    per_epoch = sum(r["seconds"] for r in trainer.history) / max(1, len(trainer.history))
+    return {**job["tag"], **final, "epoch_seconds": per_epoch}
+
+
+def run_jobs(jobs: list[dict[str, Any]], workers: int) -> list[dict[str, Any]]:
+    """Run training jobs, ``workers`` at a time, each on ``cpu_count // workers`` threads."""
+    threads = max(1, (os.cpu_count() or 1) // max(1, workers))
+    for job in jobs:
+        job["threads"] = threads
+    if workers <= 1:
+        return [_run_one(job) for job in jobs]
+    with ProcessPoolExecutor(max_workers=workers) as pool:
+        return list(pool.map(_run_one, jobs))
+
+
+def summarise(values: list[float]) -> dict[str, float]:
+    return {"mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0,
+            "min": min(values), "max": max(values)}
+
+
+def environment() -> dict[str, Any]:
+    import torch
+
+    return {"python": platform.python_version(), "torch": torch.__version__, "machine": platform.machine(),
+            "cpus": os.cpu_count(), "date": time.strftime("%Y-%m-%d %H:%M:%S")}
+
+
+def print_table(rows: list[dict[str, Any]], columns: list[tuple[str, str, str]]) -> None:
+    """Print rows as a fixed-width table; columns are (key, header, format)."""
+    widths = [max(len(h), 10) for _, h, _ in columns]
+    print("  ".join(h.rjust(w) for (_, h, _), w in zip(columns, widths, strict=True)))
+    for row in rows:
+        cells = []
+        for (key, _, fmt), w in zip(columns, widths, strict=True):
+            val = row.get(key, "")
+            cells.append((format(val, fmt) if isinstance(val, (int, float)) else str(val)).rjust(w))
+        print("  ".join(cells))
+
+
+def write_json(path: str | None, data: dict[str, Any]) -> None:
+    if not path:
+        return
+    from spikeforge.train.checkpoint import dump_json
+
+    dump_json(path, data)
+    print(f"wrote {path}")

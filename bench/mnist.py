@@ -1,0 +1,59 @@
+"""MNIST and Fashion-MNIST benchmark: train configs/mnist.yaml (a spiking MLP on Poisson rate-coded
+pixels) on each data set; report test accuracy, spikes per sample and wall time.
+
+    python bench/mnist.py --json bench/results/mnist.json
+    python bench/mnist.py --datasets mnist --epochs 2      # quick look
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+from _common import ROOT, environment, print_table, run_jobs, summarise, write_json
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--datasets", nargs="+", default=["mnist", "fashion-mnist"],
+                        choices=["mnist", "fashion-mnist"])
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seeds", type=int, default=1, help="seeds per data set (default 1)")
+    parser.add_argument("--config", default=str(ROOT / "configs" / "mnist.yaml"))
+    parser.add_argument("--epochs", type=int, help="override train.epochs")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or auto")
+    parser.add_argument("--workers", type=int, default=2, help="runs in parallel (default 2)")
+    parser.add_argument("--download", action="store_true", help="download missing data (checksummed)")
+    parser.add_argument("--out", default="runs/bench-mnist")
+    parser.add_argument("--json", help="write results here")
+    args = parser.parse_args()
+
+    jobs = []
+    for dataset in args.datasets:
+        for seed in range(args.seed, args.seed + args.seeds):
+            overrides = {"seed": seed, "data.dataset": dataset, "data.download": args.download,
+                         "output.dir": f"{args.out}/{dataset}-seed{seed}", "output.progress": False,
+                         "output.plots": False, "device": args.device}
+            if args.epochs is not None:
+                overrides["train.epochs"] = args.epochs
+            jobs.append({"config": args.config, "overrides": overrides, "tag": {"dataset": dataset, "seed": seed}})
+    start = time.perf_counter()
+    runs = run_jobs(jobs, 1 if args.device != "cpu" else args.workers)
+    wall = time.perf_counter() - start
+    print_table(runs, [("dataset", "dataset", "s"), ("seed", "seed", "d"), ("test_acc", "test acc", ".4f"),
+                       ("spikes_per_sample", "spikes/sample", ".1f"), ("epochs", "epochs", "d"),
+                       ("epoch_seconds", "s/epoch", ".1f"), ("wall_seconds", "wall s", ".0f")])
+    results = {}
+    for dataset in args.datasets:
+        mine = [r for r in runs if r["dataset"] == dataset]
+        results[dataset] = {"accuracy": summarise([r["test_acc"] for r in mine]),
+                            "spikes_per_sample": summarise([r["spikes_per_sample"] for r in mine]),
+                            "wall_seconds": sum(r["wall_seconds"] for r in mine)}
+        a = results[dataset]["accuracy"]
+        print(f"{dataset}: test accuracy {100 * a['mean']:.2f} ± {100 * a['std']:.2f} % over {len(mine)} seed(s)")
+    write_json(args.json, {"benchmark": "mnist", "config": args.config, "results": results, "runs": runs,
+                           "wall_seconds": wall, "environment": environment()})
+
+
+if __name__ == "__main__":
+    main()
