@@ -23,6 +23,8 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, help="override train.epochs")
     parser.add_argument("--device", default="cpu", help="cpu, cuda or auto")
     parser.add_argument("--workers", type=int, default=2, help="runs in parallel (default 2)")
+    parser.add_argument("--limit-train", type=int, help="use only the first N training samples (quick look)")
+    parser.add_argument("--limit-test", type=int, help="use only the first N test samples (quick look)")
     parser.add_argument("--download", action="store_true", help="download missing data (checksummed)")
     parser.add_argument("--out", default="runs/bench-mnist")
     parser.add_argument("--json", help="write results here")
@@ -36,6 +38,10 @@ def main() -> None:
                          "output.plots": False, "device": args.device}
             if args.epochs is not None:
                 overrides["train.epochs"] = args.epochs
+            if args.limit_train is not None:
+                overrides["data.limit_train"] = args.limit_train
+            if args.limit_test is not None:
+                overrides["data.limit_test"] = args.limit_test
             jobs.append({"config": args.config, "overrides": overrides, "tag": {"dataset": dataset, "seed": seed}})
     start = time.perf_counter()
     runs = run_jobs(jobs, 1 if args.device != "cpu" else args.workers)

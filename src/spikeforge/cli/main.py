@@ -44,8 +44,11 @@ def _cmd_train(args: argparse.Namespace) -> int:
         overrides["data.download"] = True
     cfg = load_config(args.config, overrides)
     trainer = Trainer(cfg, resume=args.resume)
-    if trainer.epoch and trainer.world.main:
-        print(f"resuming {cfg.output.dir}/last.pt after epoch {trainer.epoch}")
+    if args.resume and trainer.world.main:
+        if trainer.epoch:
+            print(f"resuming {cfg.output.dir}/last.pt after epoch {trainer.epoch}")
+        else:
+            print(f"--resume: no checkpoint in {cfg.output.dir}/last.pt yet; starting from scratch")
     final = trainer.fit()
     if cfg.output.plots:
         final["plots"] = {k: str(v) for k, v in trainer.plot().items()}

@@ -170,7 +170,7 @@ class Trainer:
         self.epoch = int(ck["epoch"])
         self.history = list(ck["history"])
         self.best_val = float(ck["best_val"])
-        torch.set_rng_state(ck["rng"])
+        torch.set_rng_state(ck["rng"].cpu())
 
     def _save(self, name: str) -> None:
         if self.world.main:
@@ -229,8 +229,9 @@ class Trainer:
                 stats = torch.zeros(3, dtype=torch.float64)
             if self.world.size > 1:
                 for p in self.model.parameters():
-                    if p.grad is not None:
-                        dist.all_reduce(p.grad)
+                    if p.grad is None:  # a process with an empty slice still joins the reduction
+                        p.grad = torch.zeros_like(p)
+                    dist.all_reduce(p.grad)
                 dist.all_reduce(stats)
             if cfg.train.grad_clip:
                 torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.train.grad_clip)
@@ -334,7 +335,7 @@ class Trainer:
 
         ``learning_curves.png`` (loss and accuracy per epoch), ``raster.png`` (spikes of every spiking
         layer for the first test sample), ``membrane.png`` (membrane of the four most active neurons of
-        the first spiking layer, with threshold and spikes) and ``readout.png`` (the output layer's
+        the first spiking layer after reset, so below threshold; spikes marked) and ``readout.png`` (the output layer's
         membrane per class, when the network ends in a leaky integrator).
         """
         from ..viz import plot_learning_curves, plot_membrane, plot_raster
