@@ -18,6 +18,7 @@ __all__ = [
     "check_dt",
     "check_finite",
     "check_in_range",
+    "check_min_rank",
     "check_positive",
     "check_positive_int",
     "check_rank",
@@ -92,6 +93,18 @@ def check_rank(name: str, x: Tensor, expected: int | Sequence[int], layout: str 
         raise SpikeforgeError(
             f"{name} must have rank {want}{hint}, got a tensor of shape {tuple(x.shape)} "
             f"(rank {x.dim()})."
+        )
+
+
+def check_min_rank(name: str, x: Tensor, min_rank: int, layout: str) -> None:
+    """Raise unless ``x`` is a tensor of rank >= ``min_rank`` (laid out as ``layout``)."""
+    if not isinstance(x, Tensor):
+        raise SpikeforgeError(f"{name} must be a torch.Tensor laid out as {layout}, got {describe(x)}.")
+    if x.dim() < min_rank:
+        raise SpikeforgeError(
+            f"{name} must have rank >= {min_rank} laid out as {layout}, got a tensor of shape "
+            f"{tuple(x.shape)} (rank {x.dim()}). Add the missing dimensions, e.g. x.unsqueeze(0) "
+            f"for a batch of one."
         )
 
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 import gzip
 import hashlib
 import os
-import tempfile
 import urllib.error
 import urllib.request
 import zlib
@@ -27,6 +26,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from spikeforge.core.atomic import atomic_write
 from spikeforge.core.checks import SpikeforgeError, check_rank, describe
 from spikeforge.data.locate import DATA_ENV_VAR, candidate_roots, find_dataset_dir
 
@@ -173,35 +173,33 @@ def _verify(path: Path, expected: str) -> None:
         )
 
 
+class _ChecksumMismatch(Exception):
+    pass
+
+
 def _fetch(urls: list[str], dest: Path, expected: str, timeout: float) -> None:
     """Download the first working address to ``dest`` atomically, verifying SHA-256."""
     failures: list[str] = []
     for url in urls:
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
-        tmp = Path(tmp_name)
-        try:
+        def stream(out, url: str = url) -> None:
             h = hashlib.sha256()
             request = urllib.request.Request(url, headers={"User-Agent": "spikeforge"})
-            with os.fdopen(fd, "wb") as out:
-                with urllib.request.urlopen(request, timeout=timeout) as resp:
-                    while chunk := resp.read(_CHUNK):
-                        h.update(chunk)
-                        out.write(chunk)
-                out.flush()
-                os.fsync(out.fileno())
-            got = h.hexdigest()
-            if got != expected:
-                failures.append(
-                    f"{url}: checksum mismatch for {dest.name}, expected SHA-256 {expected}, "
-                    f"got {got}"
-                )
-                continue
-            os.replace(tmp, dest)
+            with urllib.request.urlopen(request, timeout=timeout) as resp:
+                while chunk := resp.read(_CHUNK):
+                    h.update(chunk)
+                    out.write(chunk)
+            if h.hexdigest() != expected:  # abort: the temporary file is removed, dest is untouched
+                raise _ChecksumMismatch(h.hexdigest())
+
+        try:
+            atomic_write(dest, stream)
             return
+        except _ChecksumMismatch as bad:
+            failures.append(
+                f"{url}: checksum mismatch for {dest.name}, expected SHA-256 {expected}, got {bad}"
+            )
         except (urllib.error.URLError, OSError, ValueError) as exc:
             failures.append(f"{url}: {exc}")
-        finally:
-            tmp.unlink(missing_ok=True)
     raise SpikeforgeError(
         f"Could not download {dest.name} to {dest.parent}; tried: " + "; ".join(failures)
         + f". Check the network connection, or copy the original file into {dest.parent} "

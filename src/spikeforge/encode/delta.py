@@ -24,8 +24,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from spikeforge.core.checks import SpikeforgeError, check_finite, check_positive, describe
-from spikeforge.encode.rate import _as_float, _check_min_rank
+from spikeforge.core.checks import SpikeforgeError, check_finite, check_min_rank, check_positive, describe
+from spikeforge.encode.rate import _as_float
 
 __all__ = ["Delta", "delta"]
 
@@ -78,7 +78,7 @@ def delta(
         SpikeforgeError: on a rank below 2, NaN/inf, a non-positive threshold or a state of the
             wrong shape.
     """
-    _check_min_rank("signal", signal, 2, "[T, B, *features]")
+    check_min_rank("signal", signal, 2, "[T, B, *features]")
     signal = _as_float(signal)
     check_finite("signal", signal)
     check_positive("threshold", threshold)

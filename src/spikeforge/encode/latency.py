@@ -36,11 +36,12 @@ from torch import Tensor, nn
 from spikeforge.core.checks import (
     SpikeforgeError,
     check_finite,
+    check_min_rank,
     check_positive,
     check_positive_int,
     describe,
 )
-from spikeforge.encode.rate import _as_float, _check_min_rank
+from spikeforge.encode.rate import _as_float
 
 __all__ = ["MODES", "Latency", "latency", "latency_times"]
 
@@ -76,7 +77,7 @@ def _check_settings(mode: str, threshold: float, tau: float) -> float:
 
 def _check_intensity(x: Tensor) -> Tensor:
     """Validate that ``x`` is a finite float tensor in [0, 1] laid out as [B, *features]."""
-    _check_min_rank("x", x, 1, "[B, *features]")
+    check_min_rank("x", x, 1, "[B, *features]")
     x = _as_float(x)
     check_finite("x", x)
     bad = (x < 0) | (x > 1)

@@ -27,24 +27,13 @@ from torch import Tensor, nn
 from spikeforge.core.checks import (
     SpikeforgeError,
     check_finite,
+    check_min_rank,
     check_positive,
     check_positive_int,
     describe,
 )
 
 __all__ = ["ConstantCurrent", "Poisson", "constant_current", "poisson"]
-
-
-def _check_min_rank(name: str, x: Tensor, min_rank: int, layout: str) -> None:
-    """Raise unless ``x`` is a tensor of rank >= ``min_rank`` (laid out as ``layout``)."""
-    if not isinstance(x, Tensor):
-        raise SpikeforgeError(f"{name} must be a torch.Tensor laid out as {layout}, got {describe(x)}.")
-    if x.dim() < min_rank:
-        raise SpikeforgeError(
-            f"{name} must have rank >= {min_rank} laid out as {layout}, got a tensor of shape "
-            f"{tuple(x.shape)} (rank {x.dim()}). Add the missing dimensions, e.g. x.unsqueeze(0) "
-            f"for a batch of one."
-        )
 
 
 def _as_float(x: Tensor) -> Tensor:
@@ -96,7 +85,7 @@ def poisson(
         SpikeforgeError: if ``x`` has rank 0, holds NaN/inf or negative values, or if ``steps``,
             ``gain`` or ``generator`` are invalid.
     """
-    _check_min_rank("x", x, 1, "[B, *features]")
+    check_min_rank("x", x, 1, "[B, *features]")
     steps = check_positive_int("steps", steps)
     check_positive("gain", gain)
     _check_generator(generator, x)
@@ -132,7 +121,7 @@ def constant_current(x: Tensor, steps: int) -> Tensor:
     Raises:
         SpikeforgeError: if ``x`` has rank 0 or holds NaN/inf, or if ``steps`` is not an int >= 1.
     """
-    _check_min_rank("x", x, 1, "[B, *features]")
+    check_min_rank("x", x, 1, "[B, *features]")
     steps = check_positive_int("steps", steps)
     x = _as_float(x)
     check_finite("x", x)

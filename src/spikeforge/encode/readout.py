@@ -21,8 +21,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
-from spikeforge.core.checks import SpikeforgeError, check_finite, check_positive, describe
-from spikeforge.encode.rate import _check_min_rank
+from spikeforge.core.checks import SpikeforgeError, check_finite, check_min_rank, check_positive, describe
 
 __all__ = [
     "READOUTS",
@@ -53,7 +52,7 @@ def spike_count(z: Tensor) -> Tensor:
         - z: ``[T, B, C]`` (more generally ``[T, B, *features]``)
         - output: ``[B, C]`` (``[B, *features]``)
     """
-    _check_min_rank("z", z, 2, _LAYOUT)
+    check_min_rank("z", z, 2, _LAYOUT)
     return z.sum(dim=0)
 
 
@@ -70,7 +69,7 @@ def max_membrane(v: Tensor) -> Tensor:
         - v: ``[T, B, C]`` (more generally ``[T, B, *features]``)
         - output: ``[B, C]`` (``[B, *features]``)
     """
-    _check_min_rank("v", v, 2, _LAYOUT)
+    check_min_rank("v", v, 2, _LAYOUT)
     return v.amax(dim=0)
 
 
@@ -87,7 +86,7 @@ def mean_membrane(v: Tensor) -> Tensor:
         - v: ``[T, B, C]`` (more generally ``[T, B, *features]``)
         - output: ``[B, C]`` (``[B, *features]``)
     """
-    _check_min_rank("v", v, 2, _LAYOUT)
+    check_min_rank("v", v, 2, _LAYOUT)
     if not v.is_floating_point():
         raise SpikeforgeError(f"v must be a floating-point tensor, got {describe(v)}.")
     return v.mean(dim=0)
@@ -116,7 +115,7 @@ def first_spike_time(z: Tensor, *, dt: float = 1.0, no_spike: float | None = Non
         SpikeforgeError: on a rank below 2, NaN/inf in ``z``, a non-positive ``dt`` or a
             non-finite ``no_spike``.
     """
-    _check_min_rank("z", z, 2, _LAYOUT)
+    check_min_rank("z", z, 2, _LAYOUT)
     check_finite("z", z)
     check_positive("dt", dt)
     if not z.is_floating_point():

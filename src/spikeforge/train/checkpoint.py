@@ -1,49 +1,23 @@
-"""Checkpoints written atomically: serialise to a temporary file in the same folder, flush it to disk,
-then rename it over the target, so a crash never leaves a truncated checkpoint behind."""
+"""Checkpoints written atomically (:mod:`spikeforge.core.atomic`): a crash never leaves a truncated
+checkpoint behind."""
 
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from ..core.atomic import atomic_write, atomic_write_text
 from ..core.checks import SpikeforgeError
 
-__all__ = ["atomic_write_bytes", "atomic_write_text", "load_checkpoint", "save_checkpoint"]
-
-
-def _atomic(path: Path, write: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            write(fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically."""
-    _atomic(Path(path), lambda fh: fh.write(data))
-
-
-def atomic_write_text(path: str | Path, text: str) -> None:
-    """Write ``text`` (UTF-8) to ``path`` atomically."""
-    atomic_write_bytes(path, text.encode())
+__all__ = ["dump_json", "load_checkpoint", "save_checkpoint"]
 
 
 def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> None:
     """Save a checkpoint dict with :func:`torch.save`, atomically."""
-    _atomic(Path(path), lambda fh: torch.save(payload, fh))
+    atomic_write(path, lambda fh: torch.save(payload, fh))
 
 
 def load_checkpoint(path: str | Path, *, map_location: str | torch.device = "cpu") -> dict[str, Any]:

@@ -28,10 +28,11 @@ import torch.distributed as dist
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from ..core.atomic import atomic_write_text
 from ..core.checks import SpikeforgeError
 from ..nn import Neuron, Recurrent, Sequential
 from .build import build_model
-from .checkpoint import atomic_write_text, dump_json, load_checkpoint, save_checkpoint
+from .checkpoint import dump_json, load_checkpoint, save_checkpoint
 from .config import Config, config_from_dict, config_to_dict
 from .datasets import Splits, encode_batch, encoded_shape, load_splits
 from .losses import cross_entropy, logits_from_output, rate_regularizer

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -14,6 +12,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from torch import Tensor
 
+from spikeforge.core.atomic import atomic_write
 from spikeforge.core.checks import (
     SpikeforgeError,
     check_positive,
@@ -38,16 +37,7 @@ def _save_png(fig: Figure, path: str | Path | None) -> None:
         return
     if not isinstance(path, (str, Path)):
         raise SpikeforgeError(f"path must be a str or pathlib.Path, got {describe(path)}.")
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fig.savefig(fh, format="png", dpi=100)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(path, lambda fh: fig.savefig(fh, format="png", dpi=100))
 
 
 def _as_tensor(name: str, x: object) -> Tensor:
