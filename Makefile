@@ -8,11 +8,11 @@ TORCH_VERSION ?= 2.13.0
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --upgrade --quiet pip
 	@# Install a CPU build of torch first when none is importable (a bare `torch`
 	@# requirement could otherwise pull a multi-GB CUDA build).
 	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install --quiet torch==$(TORCH_VERSION)
-	$(PY) -m pip install --quiet -e ".[test]"
+	$(PY) -m pip install --quiet -e ".[test,interop]"
+	$(PY) -m pip install --quiet --no-deps norse==1.1.0
 	touch $@
 
 setup: $(VENV)/.installed

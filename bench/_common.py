@@ -20,16 +20,17 @@ def _run_one(job: dict[str, Any]) -> dict[str, Any]:
     from spikeforge.train.config import load_config
     from spikeforge.train.trainer import Trainer
 
-    cfg = load_config(job["config"], job["overrides"])
+    path = Path(job["config"])
+    cfg = load_config(path if path.is_file() else ROOT / path, job["overrides"])
     trainer = Trainer(cfg)
     final = trainer.fit()
     per_epoch = sum(r["seconds"] for r in trainer.history) / max(1, len(trainer.history))
     return {**job["tag"], **final, "epoch_seconds": per_epoch}
 
 
-def run_jobs(jobs: list[dict[str, Any]], workers: int) -> list[dict[str, Any]]:
-    """Run training jobs, ``workers`` at a time, each on ``cpu_count // workers`` threads."""
-    threads = max(1, (os.cpu_count() or 1) // max(1, workers))
+def run_jobs(jobs: list[dict[str, Any]], workers: int, threads: int | None = None) -> list[dict[str, Any]]:
+    """Run training jobs, ``workers`` at a time, each on ``threads`` threads (default cpu_count // workers)."""
+    threads = threads or max(1, (os.cpu_count() or 1) // max(1, workers))
     for job in jobs:
         job["threads"] = threads
     if workers <= 1:

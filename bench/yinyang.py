@@ -9,17 +9,18 @@ from __future__ import annotations
 import argparse
 import time
 
-from _common import ROOT, environment, print_table, run_jobs, summarise, write_json
+from _common import environment, print_table, run_jobs, summarise, write_json
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=int, default=5, help="number of seeds (default 5)")
     parser.add_argument("--seed", type=int, default=0, help="first seed (seeds are seed .. seed+seeds-1)")
-    parser.add_argument("--config", default=str(ROOT / "configs" / "yinyang.yaml"))
+    parser.add_argument("--config", default="configs/yinyang.yaml", help="a config file (default: the one in the repository)")
     parser.add_argument("--epochs", type=int, help="override train.epochs")
     parser.add_argument("--workers", type=int, default=2, help="runs in parallel (default 2)")
     parser.add_argument("--out", default="runs/bench-yinyang", help="folder for the runs' outputs")
+    parser.add_argument("--threads", type=int, help="torch threads per run (default: CPUs / workers)")
     parser.add_argument("--json", help="write results here")
     args = parser.parse_args()
 
@@ -31,7 +32,7 @@ def main() -> None:
             overrides["train.epochs"] = args.epochs
         jobs.append({"config": args.config, "overrides": overrides, "tag": {"seed": seed}})
     start = time.perf_counter()
-    runs = run_jobs(jobs, args.workers)
+    runs = run_jobs(jobs, args.workers, args.threads)
     wall = time.perf_counter() - start
     print_table(runs, [("seed", "seed", "d"), ("test_acc", "test acc", ".4f"),
                        ("spikes_per_sample", "spikes/sample", ".1f"), ("epochs", "epochs", "d"),

@@ -12,6 +12,8 @@ LOWER = {
     "dynamics": {"core"},
     "sim": {"core", "dynamics"},
     "nn": {"core", "dynamics", "sim"},
+    "graph": {"core", "dynamics", "sim", "nn"},
+    "export": {"core", "dynamics", "sim", "nn", "graph"},
     "encode": {"core"},
     "data": {"core"},
     "viz": {"core"},

@@ -54,6 +54,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         final["plots"] = {k: str(v) for k, v in trainer.plot().items()}
     if trainer.world.main:
         print(json.dumps(final, indent=2))
+    trainer.close()
     return 0
 
 

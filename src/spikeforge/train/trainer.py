@@ -373,6 +373,11 @@ class Trainer:
             plot_membrane(out, neurons=tuple(range(out.shape[-1])), dt=dt, path=paths["readout"])
         return paths
 
+    def close(self) -> None:
+        """Leave the process group (data-parallel runs); a no-op for a single process."""
+        if self.world.size > 1 and dist.is_initialized():
+            dist.destroy_process_group()
+
     # ---------------------------------------------------------------- loading
     @classmethod
     def from_checkpoint(cls, path: str | Path, *, splits: Splits | None = None,
