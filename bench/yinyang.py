@@ -16,7 +16,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=int, default=5, help="number of seeds (default 5)")
     parser.add_argument("--seed", type=int, default=0, help="first seed (seeds are seed .. seed+seeds-1)")
-    parser.add_argument("--config", default="configs/yinyang.yaml", help="a config file (default: the one in the repository)")
+    parser.add_argument("--config", default="configs/yinyang.yaml",
+                        help="a config file (default: the one in the repository)")
     parser.add_argument("--epochs", type=int, help="override train.epochs")
     parser.add_argument("--workers", type=int, default=2, help="runs in parallel (default 2)")
     parser.add_argument("--out", default="runs/bench-yinyang", help="folder for the runs' outputs")
