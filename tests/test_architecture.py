@@ -13,6 +13,7 @@ LOWER = {
     "sim": {"core", "dynamics"},
     "nn": {"core", "dynamics", "sim"},
     "graph": {"core", "dynamics", "sim", "nn"},
+    "targets": {"core", "dynamics", "sim", "graph"},
     "export": {"core", "dynamics", "sim", "nn", "graph"},
     "encode": {"core"},
     "data": {"core"},

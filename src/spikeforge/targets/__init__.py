@@ -1,0 +1,25 @@
+"""Hardware targets: each folder maps a graph (:mod:`spikeforge.graph`) onto one chip.
+
+Every target uses the same file names: ``spec.py`` (limits and bit widths), ``rules.py`` (fit checks that
+name the limit and the offending node), ``quantise.py`` (post-training quantisation to the chip's integer
+formats), ``dynamics.py`` (the bit-accurate integer emulator, batched in torch), ``compile.py``
+(``compile(graph, target) -> config``) and, where the sources give figures, ``cost.py``. Targets read only
+the graph, never :mod:`spikeforge.nn` (DESIGN.md, "Hardware targets").
+"""
+
+from .xylo import XYLO_TARGETS, XyloConfig, XyloEmulator, XyloSpec
+from .xylo import compile as compile_xylo
+
+TARGETS = dict(XYLO_TARGETS)
+
+
+def compile(graph, target: str = "xylo-audio2"):  # noqa: A001 - the public name of the operation
+    """Compile ``graph`` for ``target`` (one of :data:`TARGETS`); see :func:`spikeforge.targets.xylo.compile`."""
+    from ..core.checks import SpikeforgeError
+
+    if target not in TARGETS:
+        raise SpikeforgeError(f"unknown target {target!r}; known targets: {', '.join(sorted(TARGETS))}.")
+    return compile_xylo(graph, target=target)
+
+
+__all__ = ["TARGETS", "XyloConfig", "XyloEmulator", "XyloSpec", "compile"]

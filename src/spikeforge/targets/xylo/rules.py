@@ -1,0 +1,125 @@
+"""Fit checks for Xylo. Each rule raises :class:`SpikeforgeError` naming the limit and the node.
+
+``RULES`` is the list that :func:`check` runs in order; each rule is ``rule(net, spec) -> None`` where
+``net`` is a :class:`~.compile.FloatNet` and ``spec`` a :class:`~.spec.XyloSpec`.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from ...core.checks import SpikeforgeError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .compile import FloatNet
+    from .spec import XyloSpec
+
+__all__ = ["RULES", "check"]
+
+
+def _hidden(net: FloatNet):
+    return net.layers[:-1]
+
+
+def two_layers(net: FloatNet, spec: XyloSpec) -> None:
+    if len(net.layers) < 2:
+        raise SpikeforgeError(f"the graph has {len(net.layers)} neuron layer(s); {spec.name} needs at least two "
+                              f"(hidden neurons, then output neurons).")
+
+
+def inputs(net: FloatNet, spec: XyloSpec) -> None:
+    if net.n_in > spec.max_inputs:
+        raise SpikeforgeError(f"input has {net.n_in} channels; {spec.name} takes at most {spec.max_inputs}.")
+
+
+def hidden_neurons(net: FloatNet, spec: XyloSpec) -> None:
+    for layer in _hidden(net):
+        if layer.size > spec.max_hidden:
+            raise SpikeforgeError(f"hidden layer {layer.name!r} has {layer.size} neurons; {spec.name} holds at "
+                                  f"most {spec.max_hidden}.")
+    total = sum(layer.size for layer in _hidden(net))
+    if total > spec.max_hidden:
+        names = ", ".join(repr(layer.name) for layer in _hidden(net))
+        raise SpikeforgeError(f"hidden layers {names} have {total} neurons in total; {spec.name} holds at most "
+                              f"{spec.max_hidden}.")
+
+
+def output_neurons(net: FloatNet, spec: XyloSpec) -> None:
+    out = net.layers[-1]
+    if out.size > spec.max_outputs:
+        raise SpikeforgeError(f"output layer {out.name!r} has {out.size} neurons; {spec.name} has at most "
+                              f"{spec.max_outputs} output neurons.")
+    if out.w_rec is not None:
+        raise SpikeforgeError(f"output layer {out.name!r} is recurrent; {spec.name} output neurons cannot be.")
+
+
+def neuron_kinds(net: FloatNet, spec: XyloSpec) -> None:
+    for layer in _hidden(net):
+        if layer.kind == "LI":
+            raise SpikeforgeError(f"hidden layer {layer.name!r} is LI (no spikes); on {spec.name} only the output "
+                                  f"layer may be a non-spiking readout.")
+
+
+def reset_and_refractory(net: FloatNet, spec: XyloSpec) -> None:
+    for layer in net.layers:
+        if layer.kind != "LI" and layer.reset != "subtract":
+            raise SpikeforgeError(f"layer {layer.name!r} resets by {layer.reset!r}; {spec.name} neurons subtract "
+                                  f"the threshold. Train with reset='subtract'.")
+        if layer.refractory > 0:
+            raise SpikeforgeError(f"layer {layer.name!r} has {layer.refractory} refractory steps; {spec.name} "
+                                  f"neurons have no refractory period.")
+
+
+def one_dimensional(net: FloatNet, spec: XyloSpec) -> None:
+    for layer in net.layers:
+        if len(layer.shape) > 1:
+            raise SpikeforgeError(f"layer {layer.name!r} has feature shape {layer.shape}; {spec.name} neurons "
+                                  f"are a flat vector (flatten before the weights).")
+
+
+def fan_in(net: FloatNet, spec: XyloSpec) -> None:
+    for layer in _hidden(net):
+        count = np.count_nonzero(layer.weight, axis=1)
+        if layer.w_rec is not None:
+            count = count + np.count_nonzero(layer.w_rec, axis=1)
+        worst = int(count.max()) if count.size else 0
+        if worst > spec.max_fan_in:
+            j = int(count.argmax())
+            raise SpikeforgeError(f"hidden layer {layer.name!r}: neuron {j} has fan-in {worst} (non-zero input "
+                                  f"and recurrent weights); {spec.name} allows at most {spec.max_fan_in}. "
+                                  f"Prune the weights (e.g. keep the {spec.max_fan_in} largest per neuron).")
+
+
+def weight_budget(net: FloatNet, spec: XyloSpec) -> None:
+    total = 0
+    for layer in _hidden(net):
+        total += int(np.count_nonzero(layer.weight))
+        if layer.w_rec is not None:
+            total += int(np.count_nonzero(layer.w_rec))
+    if total > spec.max_weights:
+        raise SpikeforgeError(f"hidden layers hold {total} non-zero input and recurrent weights; {spec.name} "
+                              f"stores at most {spec.max_weights}.")
+
+
+def finite(net: FloatNet, spec: XyloSpec) -> None:
+    for layer in net.layers:
+        for key in ("weight", "bias", "w_rec", "tau_mem", "tau_syn", "v_th", "v_leak"):
+            v = getattr(layer, key)
+            if v is not None and not np.all(np.isfinite(v)):
+                raise SpikeforgeError(f"layer {layer.name!r}: {key} has non-finite values.")
+        for key in ("tau_mem", "tau_syn"):
+            v = getattr(layer, key)
+            if v is not None and np.any(v <= 0):
+                raise SpikeforgeError(f"layer {layer.name!r}: {key} must be positive for {spec.name}.")
+
+
+RULES = [two_layers, inputs, hidden_neurons, output_neurons, neuron_kinds, reset_and_refractory, one_dimensional,
+         fan_in, weight_budget, finite]
+
+
+def check(net: FloatNet, spec: XyloSpec) -> None:
+    """Run every rule in :data:`RULES`; the first that fails raises."""
+    for rule in RULES:
+        rule(net, spec)
