@@ -12,7 +12,7 @@ $(VENV)/.installed: pyproject.toml
 	@# requirement could otherwise pull a multi-GB CUDA build).
 	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install --quiet torch==$(TORCH_VERSION)
 	$(PY) -m pip install --quiet -e ".[test,interop]"
-	$(PY) -m pip install --quiet --no-deps norse==1.1.0
+	$(PY) -m pip install --quiet --no-deps norse==1.1.0 neurobench==2.3.0
 	touch $@
 
 setup: $(VENV)/.installed

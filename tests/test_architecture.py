@@ -20,6 +20,7 @@ LOWER = {
     "viz": {"core"},
     "train": {"core", "dynamics", "sim", "nn", "encode", "data", "viz"},
     "cli": {"core", "dynamics", "sim", "nn", "encode", "data", "viz", "train"},
+    "metrics": {"core", "dynamics", "sim", "nn", "encode"},
 }
 
 
