@@ -7,19 +7,25 @@ formats), ``dynamics.py`` (the bit-accurate integer emulator, batched in torch),
 the graph, never :mod:`spikeforge.nn` (DESIGN.md, "Hardware targets").
 """
 
+from .loihi import LOIHI_TARGETS, LoihiConfig, LoihiEmulator, LoihiSpec
+from .loihi import compile as compile_loihi
 from .xylo import XYLO_TARGETS, XyloConfig, XyloEmulator, XyloSpec
 from .xylo import compile as compile_xylo
 
-TARGETS = dict(XYLO_TARGETS)
+TARGETS = {**XYLO_TARGETS, **LOIHI_TARGETS}
 
 
 def compile(graph, target: str = "xylo-audio2"):  # noqa: A001 - the public name of the operation
-    """Compile ``graph`` for ``target`` (one of :data:`TARGETS`); see :func:`spikeforge.targets.xylo.compile`."""
+    """Compile ``graph`` for ``target`` (one of :data:`TARGETS`); see :func:`spikeforge.targets.xylo.compile`
+    and :func:`spikeforge.targets.loihi.compile`."""
     from ..core.checks import SpikeforgeError
 
     if target not in TARGETS:
         raise SpikeforgeError(f"unknown target {target!r}; known targets: {', '.join(sorted(TARGETS))}.")
+    if target in LOIHI_TARGETS:
+        return compile_loihi(graph, target=target)
     return compile_xylo(graph, target=target)
 
 
-__all__ = ["TARGETS", "XyloConfig", "XyloEmulator", "XyloSpec", "compile"]
+__all__ = ["TARGETS", "LoihiConfig", "LoihiEmulator", "LoihiSpec", "XyloConfig", "XyloEmulator", "XyloSpec",
+           "compile"]
