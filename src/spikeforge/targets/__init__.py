@@ -5,6 +5,9 @@ name the limit and the offending node), ``quantise.py`` (post-training quantisat
 formats), ``dynamics.py`` (the bit-accurate integer emulator, batched in torch), ``compile.py``
 (``compile(graph, target) -> config``) and, where the sources give figures, ``cost.py``. Targets read only
 the graph, never :mod:`spikeforge.nn` (DESIGN.md, "Hardware targets").
+
+:mod:`.graph_reader` holds what the targets share: reading the graph's chain into float layers, and the
+``finite`` fit rule.
 """
 
 from .loihi import LOIHI_TARGETS, LoihiConfig, LoihiEmulator, LoihiSpec

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ...core.checks import SpikeforgeError
+from ..graph_reader import finite
 
 if TYPE_CHECKING:  # pragma: no cover
     from .compile import FloatNet
@@ -73,18 +74,6 @@ def delays(net: FloatNet, spec: LoihiSpec) -> None:
         if float(d.max()) > spec.max_delay:
             raise SpikeforgeError(f"{where} has a delay of {int(np.rint(d.max()))} steps; {spec.name} allows at "
                                   f"most {spec.max_delay}.")
-
-
-def finite(net: FloatNet, spec: LoihiSpec) -> None:
-    for layer in net.layers:
-        for key in ("weight", "bias", "w_rec", "tau_mem", "tau_syn", "v_th", "v_leak"):
-            v = getattr(layer, key)
-            if v is not None and not np.all(np.isfinite(v)):
-                raise SpikeforgeError(f"layer {layer.name!r}: {key} has non-finite values.")
-        for key in ("tau_mem", "tau_syn"):
-            v = getattr(layer, key)
-            if v is not None and np.any(v <= 0):
-                raise SpikeforgeError(f"layer {layer.name!r}: {key} must be positive for {spec.name}.")
 
 
 RULES = [neuron_count, neuron_kinds, reset_to_zero, thresholds, refractory, delays, finite]

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ...core.checks import SpikeforgeError
+from ..graph_reader import finite
 
 if TYPE_CHECKING:  # pragma: no cover
     from .compile import FloatNet
@@ -101,18 +102,6 @@ def weight_budget(net: FloatNet, spec: XyloSpec) -> None:
     if total > spec.max_weights:
         raise SpikeforgeError(f"hidden layers hold {total} non-zero input and recurrent weights; {spec.name} "
                               f"stores at most {spec.max_weights}.")
-
-
-def finite(net: FloatNet, spec: XyloSpec) -> None:
-    for layer in net.layers:
-        for key in ("weight", "bias", "w_rec", "tau_mem", "tau_syn", "v_th", "v_leak"):
-            v = getattr(layer, key)
-            if v is not None and not np.all(np.isfinite(v)):
-                raise SpikeforgeError(f"layer {layer.name!r}: {key} has non-finite values.")
-        for key in ("tau_mem", "tau_syn"):
-            v = getattr(layer, key)
-            if v is not None and np.any(v <= 0):
-                raise SpikeforgeError(f"layer {layer.name!r}: {key} must be positive for {spec.name}.")
 
 
 RULES = [two_layers, inputs, hidden_neurons, output_neurons, neuron_kinds, reset_and_refractory, one_dimensional,

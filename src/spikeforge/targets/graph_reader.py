@@ -1,0 +1,155 @@
+"""Reading a spikeforge graph into float layers: the part every target's ``compile.py`` shares.
+
+A target's ``read_graph`` walks the top-level chain (:func:`chain`), takes dt and the input width
+(:func:`read_header`), unpacks nested recurrent blocks (:func:`recurrent_block`) and reads each neuron with
+its incoming weights (:func:`layer_fields`) into its own :class:`FloatLayer` subclass, adding the fields only
+it needs. What a target refuses, and how it says so, stays in the target: the functions here take a
+:class:`Wording` so that messages keep naming the chip. :func:`finite` is the fit rule both targets run.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import nir
+import numpy as np
+
+from ..core.checks import SpikeforgeError
+
+__all__ = ["NEURONS", "WEIGHTS", "FloatLayer", "FloatNet", "Wording", "chain", "finite", "flat", "layer_fields",
+           "read_header", "recurrent_block"]
+
+NEURONS = (nir.CubaLIF, nir.LIF, nir.IF, nir.LI)
+WEIGHTS = (nir.Linear, nir.Affine)
+
+
+@dataclass
+class FloatLayer:
+    """One neuron layer of the graph with its incoming weights, in float (the model's own units)."""
+
+    name: str
+    kind: str
+    weight: np.ndarray                    # [n, n_prev] incoming
+    bias: np.ndarray | None               # [n] from an Affine node, or None
+    w_rec: np.ndarray | None              # [n, n] recurrent (post, pre), or None
+    tau_mem: np.ndarray | None            # [n] seconds (None for IF)
+    tau_syn: np.ndarray | None            # [n] seconds (CubaLIF only)
+    v_th: np.ndarray | None               # [n] (None for LI)
+    v_leak: np.ndarray                    # [n]
+    reset: str = "value"
+    refractory: int = 0
+    weight_node: str = ""
+
+    @property
+    def size(self) -> int:
+        return int(self.weight.shape[0])
+
+
+@dataclass
+class FloatNet:
+    """A graph read for a target: input width, dt and the neuron layers in order."""
+
+    n_in: int
+    dt: float
+    layers: list[FloatLayer] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Wording:
+    """How a target names itself in the reader's messages."""
+
+    mapper: str      # "the {mapper} mapper reads a chain", "not a neuron {mapper} can run"
+    chip: str        # "{chip} takes a flat vector of input channels"
+    matrix: str      # "{matrix} needs 2-D"
+    readout: str     # "LI as {readout}"
+
+
+def flat(a, n: int) -> np.ndarray:
+    """``a`` as a float64 vector of length ``n`` (a scalar is broadcast)."""
+    return np.broadcast_to(np.asarray(a, dtype=np.float64).reshape(-1), (n,)).copy()
+
+
+def chain(graph: nir.NIRGraph, words: Wording) -> list[str]:
+    """The top-level node names from ``input`` on, refusing branches and top-level loops."""
+    nxt: dict[str, list[str]] = {}
+    for a, b in graph.edges:
+        nxt.setdefault(a, []).append(b)
+    order, cur = [], "input"
+    while True:
+        outs = nxt.get(cur, [])
+        if len(outs) > 1:
+            raise SpikeforgeError(f"node {cur!r} feeds {len(outs)} nodes ({outs}); the {words.mapper} mapper reads "
+                                  f"a chain.")
+        if not outs:
+            return order
+        cur = outs[0]
+        if cur in order:
+            raise SpikeforgeError(f"node {cur!r} closes a loop at the top level; put recurrence in a nested graph.")
+        order.append(cur)
+
+
+def read_header(graph: nir.NIRGraph, words: Wording) -> tuple[float, tuple[int, ...]]:
+    """``(dt, in_shape)`` of ``graph``; refuses a graph without dt or with a non-flat input."""
+    meta = getattr(graph, "metadata", None) or {}
+    if "dt" not in meta:
+        raise SpikeforgeError("the graph has no 'dt' in its metadata; build it with spikeforge.graph.extract_graph.")
+    dt = float(meta["dt"])
+    in_shape = tuple(int(s) for s in np.asarray(graph.nodes["input"].input_type["input"]).reshape(-1))
+    if len(in_shape) != 1:
+        raise SpikeforgeError(f"input has shape {in_shape}; {words.chip} takes a flat vector of input channels.")
+    return dt, in_shape
+
+
+def recurrent_block(name: str, node: nir.NIRGraph, pending: tuple[str, object] | None) -> tuple[Any, Any, np.ndarray]:
+    """``(w_in node, neuron node, w_rec)`` of the nested recurrent block ``name``."""
+    if pending is not None:
+        raise SpikeforgeError(f"weight node {pending[0]!r} feeds the recurrent block {name!r}, which has "
+                              f"its own input weights; fold them into one.")
+    inner = node.nodes
+    if not all(k in inner for k in ("w_in", "neuron", "w_rec")):
+        raise SpikeforgeError(f"nested graph {name!r} is not a spikeforge recurrent block "
+                              f"(w_in -> neuron <-> w_rec).")
+    return inner["w_in"], inner["neuron"], np.asarray(inner["w_rec"].weight, dtype=np.float64)
+
+
+def layer_fields(name: str, node, w_node, w_name: str, words: Wording, w_rec=None) -> dict[str, Any]:
+    """The :class:`FloatLayer` fields of neuron ``node`` fed by weight node ``w_node``, as keyword arguments."""
+    if not isinstance(node, NEURONS):
+        raise SpikeforgeError(f"node {name!r} ({type(node).__name__}) is not a neuron {words.mapper} can run; "
+                              f"supported: CubaLIF, LIF, IF, and LI as {words.readout}.")
+    weight = np.asarray(w_node.weight, dtype=np.float64)
+    if weight.ndim != 2:
+        raise SpikeforgeError(f"weight node {w_name!r} has a weight of shape {weight.shape}; {words.matrix} needs 2-D.")
+    n = weight.shape[0]
+    meta = getattr(node, "metadata", None) or {}
+    bias = np.asarray(w_node.bias, dtype=np.float64).reshape(-1) if isinstance(w_node, nir.Affine) else None
+    tau_mem = tau_syn = v_th = None
+    v_leak = np.zeros(n)
+    if isinstance(node, nir.CubaLIF):
+        tau_mem, tau_syn = flat(node.tau_mem, n), flat(node.tau_syn, n)
+        if np.any(np.asarray(node.w_in) != 1) or np.any(np.asarray(node.r) != 1):
+            raise SpikeforgeError(f"node {name!r}: CubaLIF with r != 1 or w_in != 1 is not a spikeforge "
+                                  f"discretisation; fold them into the weights first.")
+    elif isinstance(node, (nir.LIF, nir.LI)):
+        tau_mem = flat(node.tau, n)
+    if isinstance(node, (nir.CubaLIF, nir.LIF, nir.IF)):
+        v_th = flat(node.v_threshold, n)
+    if isinstance(node, (nir.CubaLIF, nir.LIF, nir.LI)):
+        v_leak = flat(node.v_leak, n)
+    return dict(name=name, kind=type(node).__name__, weight=weight, bias=bias, w_rec=w_rec, tau_mem=tau_mem,
+                tau_syn=tau_syn, v_th=v_th, v_leak=v_leak, reset=str(meta.get("reset", "value")),
+                refractory=int(meta.get("refractory_steps", 0)), weight_node=w_name)
+
+
+def finite(net: FloatNet, spec) -> None:
+    """Fit rule: every float parameter is finite and every time constant positive."""
+    for layer in net.layers:
+        for key in ("weight", "bias", "w_rec", "tau_mem", "tau_syn", "v_th", "v_leak"):
+            v = getattr(layer, key)
+            if v is not None and not np.all(np.isfinite(v)):
+                raise SpikeforgeError(f"layer {layer.name!r}: {key} has non-finite values.")
+        for key in ("tau_mem", "tau_syn"):
+            v = getattr(layer, key)
+            if v is not None and np.any(v <= 0):
+                raise SpikeforgeError(f"layer {layer.name!r}: {key} must be positive for {spec.name}.")
