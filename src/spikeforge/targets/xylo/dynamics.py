@@ -12,10 +12,12 @@ Per step, exactly as xylosim v2 (facts section 1.4):
    toward 0;
 3. output neurons the same with a cap of 1 spike.
 
-Saturating additions do not commute, so step 1 is computed as a plain (exact, float64 matmul) sum where
+Saturating additions do not commute, so step 1 is computed as a plain (exact, float matmul) sum where
 the partial sums provably stay within int16 (current + all positive contributions <= 32767 and current +
 all negative ones >= -32768), and otherwise, for those entries only, by composing the per-event maps
-``x -> clamp(x + a)`` in order (a clamp-add composed with a clamp-add is again one; a tree reduction).
+``x -> clamp(x + a)`` in order (a clamp-add composed with a clamp-add is again one; a tree reduction; a few
+entries on CPU one addition after another in Python). The hidden and output synapses are one product; the
+states are kept as ``[neurons, samples]``; the spike loop is in closed form for positive thresholds.
 Alias neurons and hibernation are not emulated (the compiled configs have no aliases).
 """
 
@@ -23,6 +25,7 @@ from __future__ import annotations
 
 import warnings
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -45,110 +48,147 @@ def _decay(v: Tensor, dash: Tensor) -> Tensor:
 
 
 def _compose_clamp_adds(x: Tensor, a: Tensor) -> Tensor:
-    """``x [F]`` after the saturating additions ``a [F, C]`` in column order (exact, log2(C) steps)."""
-    lo = torch.full_like(a, _LO)
-    hi = torch.full_like(a, _HI)
+    """``x [F]`` after the saturating additions ``a [F, C]`` in column order (exact, log2(C) steps).
+
+    ``x -> clamp(x + a)`` is kept as ``(a, lo, hi)``, meaning ``min(max(x + a, lo), hi)``; two of them in order
+    compose to ``(a1 + a2, max(lo1 + a2, lo2), min(max(hi1 + a2, lo2), hi2))``."""
+    if a.shape[1] % 2:
+        a = torch.cat([a, a.new_zeros(a.shape[0], 1)], 1)
+    a1, a2 = a[:, 0::2], a[:, 1::2]
+    lo, hi, a = (a2 + _LO).clamp(min=_LO), (a2 + _HI).clamp(_LO, _HI), a1 + a2  # first level: lo1 = lo2 = _LO etc.
     while a.shape[1] > 1:
         if a.shape[1] % 2:
             pad = a.new_zeros(a.shape[0], 1)
             a, lo, hi = torch.cat([a, pad], 1), torch.cat([lo, pad + _LO], 1), torch.cat([hi, pad + _HI], 1)
         a1, a2 = a[:, 0::2], a[:, 1::2]
-        l1, l2 = lo[:, 0::2], lo[:, 1::2]
-        h1, h2 = hi[:, 0::2], hi[:, 1::2]
-        a = a1 + a2
-        lo = torch.maximum(l1 + a2, l2)
-        hi = torch.minimum(torch.maximum(h1 + a2, l2), h2)
+        l2, h2 = lo[:, 1::2], hi[:, 1::2]
+        lo, hi, a = torch.maximum(lo[:, 0::2] + a2, l2), torch.minimum(torch.maximum(hi[:, 0::2] + a2, l2), h2), a1 + a2
     return torch.minimum(torch.maximum(x + a[:, 0], lo[:, 0]), hi[:, 0])
 
 
-def _sum_and_check(state: Tensor, pn: Tensor, m: int) -> tuple[Tensor, Tensor]:
-    """Plain sum of the contributions and where a partial sum may leave int16 (pure; torch.compile-able)."""
-    pos, neg = pn[:, :m].to(torch.int32), pn[:, m:].to(torch.int32)
-    return state + pos + neg, (state + pos > _HI) | (state + neg < _LO)
+def _clamp_adds_py(x: Tensor, a: Tensor) -> Tensor:
+    """:func:`_compose_clamp_adds` one addition after another in Python, faster for a few entries on CPU."""
+    res = []
+    a_np = a.numpy()
+    for xv, row in zip(x.tolist(), a_np, strict=True):
+        for av in row[row != 0].tolist():  # zero additions are no-ops: xv stays within int16
+            xv = min(max(xv + av, _LO), _HI)
+        res.append(xv)
+    return torch.tensor(res, dtype=x.dtype, device=x.device)
+
+
+def _sum_and_check(state: Tensor, prod: Tensor, m: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Plain sum of the contributions ``prod [2M, B]`` (positive rows, then negative rows) onto ``state [M, B]``,
+    the state plus all positive and plus all negative contributions, and one flag: may a partial sum of some
+    entry leave int16 (pure; torch.compile-able)."""
+    sf = state.to(prod.dtype)  # exact in the product's float type (its bound was checked); not mixed: faster
+    hi = sf + prod[:m]
+    lo = sf + prod[m:]
+    return (hi + prod[m:]).to(torch.int32), hi, lo, (hi.amax() > _HI) | (lo.amin() < _LO)
 
 
 class _Synapses:
-    """Saturating delivery of spike counts ``[B, C]`` (each at most ``caps[c]``) through int16 weights
-    ``[C, M]`` onto states ``[B, M]``.
+    """Saturating delivery of spike counts ``[C, B]`` (each at most ``caps[c]``) through int16 weights
+    ``[C, M]`` onto states ``[M, B]`` (samples along the last axis throughout).
 
     The sums are matrix products in float32 when every possible partial sum is below 2^24 in magnitude
     (then float32 is exact), else float64 (exact below 2^53; the worst case on Xylo is ~1e9). On CPU a
-    sparse (CSR) product is used when fewer than a quarter of the weights are non-zero (fan-in <= 63).
-    Entries whose partial sums may leave int16 are recomputed from their own non-zero sources only.
+    sparse (CSR) product is used when fewer than a quarter of the weights are non-zero (fan-in <= 63) and
+    there are enough targets for it to pay. When a partial sum may leave int16, the entries where it does are
+    recomputed from their own non-zero sources only (at most ``small`` contributions in all: in Python).
     """
 
     def __init__(self, w: Tensor, caps: Tensor, compiled: bool = False, chunk: int = 1 << 22):
         self.w = w  # int32 [C, M], already shifted and wrapped to int16
         self.c, self.m = w.shape
         self.chunk = chunk
+        self._buf = None  # the products, reused from step to step
+        self.small = 8192  # on CPU, this many contributions or fewer are added one by one in Python (no op overheads)
         self._sum = torch.compile(_sum_and_check, dynamic=False) if compiled else _sum_and_check
         bound = int((caps[:, None].long() * w.abs().long()).sum(0).max()) if w.numel() else 0
-        self.dtype = torch.float32 if bound < (1 << 24) else torch.float64
-        both = torch.cat([w.clamp(min=0), w.clamp(max=0)], 1).to(self.dtype)
+        self.dtype = torch.float32 if bound + 32768 < (1 << 24) else torch.float64  # state + sums exact
+        both_t = torch.cat([w.clamp(min=0), w.clamp(max=0)], 1).T.contiguous().to(self.dtype)  # [2M, C]
         density = float((w != 0).float().mean()) if w.numel() else 1.0
-        self.sparse = w.device.type == "cpu" and density < 0.25
+        self.sparse = w.device.type == "cpu" and density < 0.25 and 2 * self.m >= 256
         if self.sparse:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # "sparse CSR support is in beta"
-                self.wt = both.T.contiguous().to_sparse_csr()
+                self.wt = both_t.to_sparse_csr()
         else:
-            self.wf = both
+            self.wt = both_t
         # per target m: its non-zero sources in ascending order, padded with source C (count 0, weight 0)
         nz = (w != 0).T  # [M, C]
         k = max(1, int(nz.sum(1).max())) if w.numel() else 1
+        k = 1 << (k - 1).bit_length()  # a power of two: no padding in the tree reduction
         order = torch.sort((~nz).to(torch.int8), dim=1, stable=True).indices[:, :k]  # non-zero sources first
         keep = torch.gather(nz, 1, order)
+        if order.shape[1] < k:  # fewer sources than k: pad with source 0, not kept
+            order = torch.cat([order, order.new_zeros(order.shape[0], k - order.shape[1])], 1)
+            keep = torch.cat([keep, keep.new_zeros(keep.shape[0], k - keep.shape[1])], 1)
         self.src = torch.where(keep, order, torch.full_like(order, self.c))
         self.val = torch.where(keep, torch.gather(w.T, 1, order), torch.zeros_like(order, dtype=w.dtype))
 
-    def _products(self, counts: Tensor) -> Tensor:
-        c = counts.to(self.dtype)
-        if self.sparse:
-            return (self.wt @ c.T).T
-        return c @ self.wf
-
-    def __call__(self, state: Tensor, counts: Tensor) -> Tensor:
+    def __call__(self, state: Tensor, padded: Tensor) -> Tensor:
+        """``state [M, B]`` after the counts ``padded [C + 1, B]`` (float; its last row zero)."""
         if self.c == 0 or self.m == 0:
             return state
-        out, bad = self._sum(state, self._products(counts), self.m)
-        if bool(bad.any()):
-            b_idx, m_idx = bad.nonzero(as_tuple=True)
-            padded = torch.cat([counts, counts.new_zeros(counts.shape[0], 1)], 1).to(torch.int32)
+        counts = padded[:self.c]
+        counts = counts if counts.dtype == self.dtype else counts.to(self.dtype)
+        if self._buf is None or self._buf.shape[1] != counts.shape[1]:
+            self._buf = torch.empty(2 * self.m, counts.shape[1], dtype=self.dtype, device=counts.device)
+        prod = torch.mm(self.wt, counts, out=self._buf)
+        out, hi, lo, flag = self._sum(state, prod, self.m)
+        if bool(flag):
+            rows = ((hi.amax(1) > _HI) | (lo.amin(1) < _LO)).nonzero()[:, 0]  # the targets concerned first
+            r_idx, b_idx = ((hi[rows] > _HI) | (lo[rows] < _LO)).nonzero(as_tuple=True)
+            m_idx = rows[r_idx]
+            cnt = padded.T  # [B, C + 1]
             step = max(1, self.chunk // self.src.shape[1])
             fixed = []
             for i in range(0, b_idx.numel(), step):
                 bi, mi = b_idx[i:i + step], m_idx[i:i + step]
-                contrib = torch.gather(padded[bi], 1, self.src[mi]) * self.val[mi]
-                fixed.append(_compose_clamp_adds(state[bi, mi], contrib))
-            out[b_idx, m_idx] = torch.cat(fixed)
+                contrib = torch.gather(cnt[bi], 1, self.src[mi]).to(torch.int32) * self.val[mi]
+                fixed.append(_compose_clamp_adds(state[mi, bi], contrib) if contrib.numel() > self.small or
+                             contrib.device.type != "cpu" else _clamp_adds_py(state[mi, bi], contrib))
+            out[m_idx, b_idx] = torch.cat(fixed)
         return out
 
 
 def _integrate(isyn: Tensor, v: Tensor, dash_syn: Tensor, dash_mem: Tensor, bias: Tensor, th: Tensor,
-               th_f: Tensor, cap: int, has_bias: bool, int_div: bool) -> tuple[Tensor, Tensor, Tensor]:
-    """One neuron update for positive thresholds (pure; torch.compile-able)."""
+               th_f: Tensor, cap: Tensor, has_bias: bool, int_div: bool, wrap: bool) -> tuple[Tensor, Tensor, Tensor]:
+    """One neuron update for positive thresholds, ``isyn [N, S, B]``, ``v [N, B]`` (pure; torch.compile-able).
+
+    The spike loop ``while V >= th and n < cap: n += 1; V -= th`` in closed form: with ``th > 0`` and
+    ``V <= 32767`` no subtraction wraps, so ``n = clamp(floor(V / th), 0, cap)`` and ``V -= n * th``.
+    ``wrap16(-decay(V))`` differs from ``-decay(V)`` only for ``V = -32768`` and ``dash = 0`` (``wrap``)."""
     isyn = isyn - _decay(isyn, dash_syn)
-    dv = (_wrap16(-_decay(v, dash_mem)) + isyn.sum(-1, dtype=torch.int32)).clamp(_LO, _HI)
+    isum = isyn[:, 0] + isyn[:, 1] if isyn.shape[1] == 2 else isyn.sum(1, dtype=torch.int32)
+    dec = _decay(v, dash_mem)
+    dv = (_wrap16(-dec) + isum if wrap else isum - dec).clamp(_LO, _HI)
     if has_bias:
         dv = (dv + bias).clamp(_LO, _HI)
     v = (v + dv).clamp(_LO, _HI)
     if int_div:
         n = torch.div(v.clamp(min=0), th, rounding_mode="floor").clamp(max=cap)
     else:
-        # floor(v / th) in float32 is exact here: |v| < 2^15, so the quotient's rounding error is below 1/th
-        n = (v.clamp(min=0).float() / th_f).floor().clamp(max=cap).to(torch.int32)
-    return isyn, v - n * th, n
+        # floor(v / th) in float32 is exact here: 0 <= v < 2^24, so the quotient's rounding error is below 1/th
+        n = (v.clamp(min=0).float() / th_f).to(torch.int32).clamp(max=cap)  # truncation = floor for v >= 0
+    return isyn, torch.addcmul(v, n, th, value=-1), n
 
 
 class _Neurons:
-    def __init__(self, dash_mem, dash_syn, threshold, bias, has_bias: bool, cap: int, device, compiled: bool):
+    """Neuron parameters as columns ``[N, 1]`` (``[N, S, 1]`` for the synapses), broadcast over samples."""
+
+    def __init__(self, dash_mem, dash_syn, threshold, bias, has_bias: bool, cap, device, compiled: bool):
         def t(a):
-            return torch.as_tensor(a.astype("int32"), device=device)
+            return torch.as_tensor(np.asarray(a).astype("int32"), device=device).unsqueeze(-1)
 
         self.dash_mem, self.dash_syn = t(dash_mem), t(dash_syn)
         self.th, self.bias = t(threshold), t(bias)
-        self.has_bias, self.cap = has_bias, cap
+        self.has_bias, self.cap = has_bias, t(cap)  # spike caps per neuron
+        self.cap_max = int(self.cap.max()) if self.cap.numel() else 0
         self.positive = bool((self.th > 0).all())
+        self.wrap = bool((self.dash_mem == 0).any())
         self.th_f = self.th.float()
         self.compiled = compiled and self.positive
         # integer division when compiled: a compiler may turn a float division into a reciprocal multiply
@@ -158,15 +198,15 @@ class _Neurons:
         th = self.th
         if self.positive:
             return self._integrate(isyn, v, self.dash_syn, self.dash_mem, self.bias, th, self.th_f, self.cap,
-                                   self.has_bias, self.compiled)
+                                   self.has_bias, self.compiled, self.wrap)
         # zero or negative thresholds: the loop itself, with int16 wrap
         isyn = isyn - _decay(isyn, self.dash_syn)
-        dv = (_wrap16(-_decay(v, self.dash_mem)) + isyn.sum(-1, dtype=torch.int32)).clamp(_LO, _HI)
+        dv = (_wrap16(-_decay(v, self.dash_mem)) + isyn.sum(1, dtype=torch.int32)).clamp(_LO, _HI)
         if self.has_bias:
             dv = (dv + self.bias).clamp(_LO, _HI)
         v = (v + dv).clamp(_LO, _HI)
         n = torch.zeros_like(v)
-        for _ in range(self.cap):
+        for _ in range(self.cap_max):
             fire = (v >= th) & (n < self.cap)
             if not bool(fire.any()):
                 break
@@ -198,17 +238,27 @@ class XyloEmulator:
             return _wrap16(torch.as_tensor(w.astype("int32"), device=self.device) << shift)
 
         n, s, k, so = config.n_hidden, config.n_syn, config.n_out, config.n_syn_out
-        w_hid = torch.cat([shifted(config.w_in, config.weight_shift_in).reshape(config.n_in, n * s),
-                           shifted(config.w_rec, config.weight_shift_rec).reshape(n, n * s)], 0)
         caps_in = torch.full((config.n_in,), spec.max_input_spikes, device=self.device)
         caps_hid = torch.full((n,), spec.max_hidden_spikes, device=self.device)
-        self._hidden_syn = _Synapses(w_hid, torch.cat([caps_in, caps_hid]), compiled)
-        self._out_syn = _Synapses(shifted(config.w_out, config.weight_shift_out).reshape(n, k * so), caps_hid,
-                                  compiled)
-        self._hidden = _Neurons(config.dash_mem, config.dash_syn, config.threshold, config.bias, config.has_bias,
-                                spec.max_hidden_spikes, self.device, compiled)
-        self._out = _Neurons(config.dash_mem_out, config.dash_syn_out, config.threshold_out, config.bias_out,
-                             config.has_bias, spec.max_output_spikes, self.device, compiled)
+        # hidden and output neurons are updated together, as N + K neurons with S = max(n_syn, n_syn_out)
+        # synapses each (the extra ones have no weights and stay 0), and fed by one product (both take the
+        # previous step's hidden spikes): input channels, then hidden neurons onto all N + K neurons' synapses
+        self.n_syn = sm = max(s, so)
+        w = torch.zeros(config.n_in + n, n + k, sm, dtype=torch.int32, device=self.device)
+        w[:config.n_in, :n, :s] = shifted(config.w_in, config.weight_shift_in).reshape(config.n_in, n, s)
+        w[config.n_in:, :n, :s] = shifted(config.w_rec, config.weight_shift_rec).reshape(n, n, s)
+        w[config.n_in:, n:, :so] = shifted(config.w_out, config.weight_shift_out).reshape(n, k, so)
+        self._syn = _Synapses(w.reshape(config.n_in + n, (n + k) * sm), torch.cat([caps_in, caps_hid]), compiled)
+        dash_syn = np.zeros((n + k, sm), dtype=np.int64)
+        dash_syn[:n, :s] = np.asarray(config.dash_syn).reshape(n, s)
+        dash_syn[n:, :so] = np.asarray(config.dash_syn_out).reshape(k, so)
+        self._neurons = _Neurons(
+            np.concatenate([np.asarray(config.dash_mem).reshape(n), np.asarray(config.dash_mem_out).reshape(k)]),
+            dash_syn,
+            np.concatenate([np.asarray(config.threshold).reshape(n), np.asarray(config.threshold_out).reshape(k)]),
+            np.concatenate([np.asarray(config.bias).reshape(n), np.asarray(config.bias_out).reshape(k)]),
+            config.has_bias, np.array([spec.max_hidden_spikes] * n + [spec.max_output_spikes] * k), self.device,
+            compiled)
         self.in_cap = spec.max_input_spikes
 
     @torch.no_grad()
@@ -219,7 +269,7 @@ class XyloEmulator:
             ``(output spikes [T, B, K] int32, record)``; ``record`` (empty when ``record=False``) has int32
             tensors ``vmem``, ``isyn``, ``isyn2`` (two synapses only), ``spikes`` (hidden, ``[T, B, N]``) and
             ``vmem_out``, ``isyn_out``, ``isyn2_out`` (``[T, B, K]``): the states after each step, as
-            xylosim records them.
+            xylosim records them (transposed views of ``[T, N, B]`` buffers, not contiguous).
         """
         cfg = self.config
         x = torch.as_tensor(input_spikes)
@@ -229,32 +279,36 @@ class XyloEmulator:
             raise SpikeforgeError("input_spikes must be non-negative integer event counts.")
         x = x.to(self.device, torch.int32).clamp(max=self.in_cap)
         steps, batch = x.shape[0], x.shape[1]
-        n, s, k, so = cfg.n_hidden, cfg.n_syn, cfg.n_out, cfg.n_syn_out
+        n_in, n, s, k, so = cfg.n_in, cfg.n_hidden, cfg.n_syn, cfg.n_out, cfg.n_syn_out
         dev = self.device
-        isyn = torch.zeros(batch, n * s, dtype=torch.int32, device=dev)
-        v = torch.zeros(batch, n, dtype=torch.int32, device=dev)
-        iout = torch.zeros(batch, k * so, dtype=torch.int32, device=dev)
-        vout = torch.zeros(batch, k, dtype=torch.int32, device=dev)
-        spikes = torch.zeros(batch, n, dtype=torch.int32, device=dev)
-        outs, rec = [], {key: [] for key in ("vmem", "isyn", "isyn2", "spikes", "vmem_out", "isyn_out", "isyn2_out")}
+        # samples along the last axis: the sparse product reads contiguous count rows, parameters broadcast as
+        # columns; counts [input events of this step; hidden spikes of the previous step; a zero row]
+        xs = x.permute(0, 2, 1).to(torch.float32).contiguous()
+        counts = torch.zeros(n_in + n + 1, batch, dtype=torch.float32, device=dev)
+        sm = self.n_syn
+        syn = torch.zeros((n + k) * sm, batch, dtype=torch.int32, device=dev)
+        v = torch.zeros(n + k, batch, dtype=torch.int32, device=dev)
+        out = torch.empty(steps, k, batch, dtype=torch.int32, device=dev)
+        sizes = {"vmem": n, "isyn": n, "isyn2": n if s > 1 else 0, "spikes": n, "vmem_out": k, "isyn_out": k,
+                 "isyn2_out": k if so > 1 else 0}
+        rec = {key: torch.empty(steps, size, batch, dtype=torch.int32, device=dev)
+               for key, size in sizes.items() if record and size}
         for t in range(steps):
-            isyn = self._hidden_syn(isyn, torch.cat([x[t], spikes], 1))
-            iout = self._out_syn(iout, spikes)
-            i3, v, spikes = self._hidden.step(isyn.view(batch, n, s), v)
-            isyn = i3.reshape(batch, n * s)
-            o3, vout, ospk = self._out.step(iout.view(batch, k, so), vout)
-            iout = o3.reshape(batch, k * so)
-            outs.append(ospk)
+            counts[:n_in].copy_(xs[t])
+            syn = self._syn(syn, counts)
+            i3, v, spikes = self._neurons.step(syn.view(n + k, sm, batch), v)
+            syn = i3.reshape((n + k) * sm, batch)
+            counts[n_in:n_in + n].copy_(spikes[:n])
+            out[t] = spikes[n:]
             if record:
-                rec["vmem"].append(v)
-                rec["isyn"].append(i3[..., 0])
-                rec["spikes"].append(spikes)
-                rec["vmem_out"].append(vout)
-                rec["isyn_out"].append(o3[..., 0])
+                rec["vmem"][t] = v[:n]
+                rec["isyn"][t] = i3[:n, 0]
+                rec["spikes"][t] = spikes[:n]
+                rec["vmem_out"][t] = v[n:]
+                rec["isyn_out"][t] = i3[n:, 0]
                 if s > 1:
-                    rec["isyn2"].append(i3[..., 1])
+                    rec["isyn2"][t] = i3[:n, 1]
                 if so > 1:
-                    rec["isyn2_out"].append(o3[..., 1])
-        out = torch.stack(outs) if outs else torch.zeros(0, batch, k, dtype=torch.int32, device=dev)
-        record_t = {key: torch.stack(val) for key, val in rec.items() if record and val}
-        return out, record_t
+                    rec["isyn2_out"][t] = i3[n:, 1]
+        # [T, B, .] views of the [T, ., B] buffers (no copy)
+        return out.transpose(1, 2).contiguous(), {key: val.transpose(1, 2) for key, val in rec.items()}
