@@ -15,6 +15,13 @@ with the reset chosen once, when the neuron is built:
 * ``"none"``: :math:`v` unchanged.
 
 While a neuron is refractory (:math:`r_t > 0`) its membrane is held and it cannot fire.
+
+**Several spikes per step** (``max_spikes = K > 1``, as digital chips such as Xylo emit up to 31): a neuron
+driven far above threshold emits :math:`n_t = \min(\lfloor v_t/\vartheta \rfloor, K)` spikes when
+:math:`v_t > \vartheta` (else 0), and ``"subtract"`` removes :math:`n_t\,\vartheta`. The first spike carries
+the surrogate gradient; the extra ones, :math:`n_t - 1`, pass the slope :math:`1/\vartheta` of
+:math:`v/\vartheta` straight through where they are between 1 and :math:`K - 1`. With :math:`\vartheta \le 0`
+only one spike is emitted.
 """
 
 from __future__ import annotations
@@ -73,18 +80,32 @@ class FireSpec:
         refractory: refractory period in whole time steps (0: none).
         detach_reset: stop gradients through the reset term (recommended for surrogate training;
             Zenke & Vogels 2021).
+        max_spikes: spikes a neuron may emit in one step (1: binary spikes; see the module docstring).
     """
 
     surrogate: Surrogate = field(default_factory=Surrogate)
     reset: str = "subtract"
     refractory: int = 0
     detach_reset: bool = True
+    max_spikes: int = 1
 
     def __post_init__(self) -> None:
         if self.reset not in _RESETS:
             raise SpikeforgeError(f"reset must be one of {RESET_MODES}, got {self.reset!r}.")
         check_positive_int("refractory (steps)", self.refractory, allow_zero=True)
+        check_positive_int("max_spikes", self.max_spikes)
         object.__setattr__(self, "_reset_fn", _RESETS[self.reset])
+
+
+def _extra_spikes(v: Tensor, v_th: Tensor, z: Tensor, max_spikes: int) -> Tensor:
+    """Spikes beyond the first, ``clamp(floor(v / v_th) - 1, 0, K - 1)`` where the first fired and ``v_th > 0``,
+    with the straight-through slope ``1 / v_th`` inside that range."""
+    fired = (z.detach() > 0) & (v_th > 0)
+    ratio = v / torch.where(v_th > 0, v_th, torch.ones_like(v_th))
+    extra = (torch.floor(ratio.detach()) - 1).clamp(0, max_spikes - 1)
+    inside = fired & (ratio.detach() >= 2) & (ratio.detach() < max_spikes)
+    slope = (ratio - ratio.detach()) * inside.to(v.dtype)
+    return torch.where(fired, extra, torch.zeros_like(extra)) + slope
 
 
 class Fired(NamedTuple):
@@ -113,7 +134,12 @@ def fire(
         z = spec.surrogate(v - v_th) * active.to(v.dtype)
     else:
         z = spec.surrogate(v - v_th)
-    zr = z.detach() if spec.detach_reset else z
+    z_first = z
+    if spec.max_spikes > 1:
+        z = z + _extra_spikes(v, v_th, z, spec.max_spikes)
+    # "value" resets once however many spikes were emitted; "subtract" removes one threshold per spike
+    zr = z_first if spec.reset == "value" else z
+    zr = zr.detach() if spec.detach_reset else zr
     v = spec._reset_fn(v, zr, v_th, v_reset)  # type: ignore[attr-defined]
     if ref is not None:
         ref = torch.where(z.detach() > 0, torch.full_like(ref, spec.refractory), (ref - 1).clamp(min=0))

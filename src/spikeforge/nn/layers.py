@@ -3,13 +3,19 @@
 ``TimeDistributed`` wraps any ``torch.nn.Module`` that maps ``[N, *features]``; the named layers below
 are ready-made wrappers. ``Dropout`` draws one mask per sample and keeps it for the whole sequence
 (a neuron dropped at one step is dropped at every step), which suits recurrent dynamics.
+
+``Linear`` computes its product from the active inputs only when the input is sparse binary spikes
+(:mod:`spikeforge.kernels.sparse`): ``sparse="auto"`` (default) decides per call from the measured density and
+the device, ``sparse=True`` always accumulates active inputs, ``sparse=False`` is the plain dense product.
+All three give the same outputs and gradients (up to float rounding).
 """
 
 from __future__ import annotations
 
 from torch import Tensor, nn
 
-from ..core.checks import SpikeforgeError, check_in_range
+from ..core.checks import SpikeforgeError, check_finite, check_in_range, describe
+from ..kernels.sparse import choose, find_active, sparse_linear
 from .base import SNNModule, check_sequence
 
 __all__ = [
@@ -55,10 +61,60 @@ class TimeDistributed(SNNModule):
 
 
 class Linear(TimeDistributed):
-    """Dense synapses ``y = x W^T + b``. Shape: ``[T, B, in] -> [T, B, out]``."""
+    """Dense synapses ``y = x W^T + b``, with sparse spike arithmetic for sparse binary inputs.
 
-    def __init__(self, in_features: int, out_features: int, *, bias: bool = True) -> None:
+    Args:
+        in_features: input size. out_features: output size. bias: learn a bias.
+        sparse: ``"auto"`` (default): per call, accumulate the weight columns of the active inputs when the
+            input is binary (every non-zero equals 1) and its density is below ``sparse_threshold``;
+            ``True``: always compute from the non-zeros (any values, weighted); ``False``: always the dense
+            ``torch.nn.Linear`` product. The weight gradient of the sparse path also uses the active inputs
+            only; the input gradient (when the input requires one) is the dense ``grad @ W``.
+        sparse_threshold: density below which ``"auto"`` goes sparse; None takes the device's default
+            (:data:`spikeforge.kernels.sparse.DEFAULT_THRESHOLDS`: measured on CPU, 0 = always dense on
+            CUDA).
+
+    Shape:
+        ``[T, B, in] -> [T, B, out]``.
+    """
+
+    def __init__(self, in_features: int, out_features: int, *, bias: bool = True,
+                 sparse: bool | str = "auto", sparse_threshold: float | None = None) -> None:
         super().__init__(nn.Linear(in_features, out_features, bias=bias))
+        if sparse not in ("auto", True, False):
+            raise SpikeforgeError(f"sparse must be 'auto', True or False, got {describe(sparse)}.")
+        if sparse_threshold is not None:
+            check_in_range("sparse_threshold", sparse_threshold, 0.0, 1.0)
+        self.sparse = sparse
+        self.sparse_threshold = None if sparse_threshold is None else float(sparse_threshold)
+
+    def forward(self, x: Tensor, state: None = None) -> tuple[Tensor, None]:
+        """Apply the synapses to every time step (dense or sparse, see the class doc).
+
+        Shape:
+            x ``[T, B, in]`` -> ``[T, B, out]``.
+        """
+        lin = self.module
+        plain = (not isinstance(x, Tensor) or x.dim() != 3 or x.shape[2] != lin.in_features
+                 or x.dtype != lin.weight.dtype or x.device != lin.weight.device)
+        if self.sparse is False or plain:  # the dense product (and its errors) for anything else
+            return super().forward(x, state)
+        t, b = x.shape[:2]
+        x2 = x.reshape(t * b, x.shape[2])
+        # Finiteness is checked on the non-zeros only when they are found anyway (binary ones are finite).
+        active = find_active(x2) if self.sparse is True else choose(x2, self.sparse_threshold)
+        if active is None:
+            check_finite("x", x)
+            y = lin(x2)
+        else:
+            if active.values is not None:
+                check_finite("x (its non-zero values)", active.values)
+            y = sparse_linear(x2, lin.weight, lin.bias, active=active)
+        return y.reshape(t, b, -1), None
+
+    def extra_repr(self) -> str:
+        thr = "" if self.sparse_threshold is None else f", sparse_threshold={self.sparse_threshold:g}"
+        return f"sparse={self.sparse!r}{thr}"
 
     @property
     def weight(self) -> nn.Parameter:

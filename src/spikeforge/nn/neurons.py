@@ -3,10 +3,17 @@
 Physical parameters (time constants in seconds, thresholds, potentials) are scalars or per-neuron
 tensors; any of them can be learned per neuron with ``learn=("tau_mem", "v_th", ...)`` (then ``size``
 is required). Time constants are checked to be positive; ``dt`` larger than a time constant warns.
+
+Engines (``engine=``): ``"auto"`` (default) runs the fused kernel of :mod:`spikeforge.kernels` whenever it
+covers the call (spiking models, no learned neuron parameters, ``forward`` rather than ``trace``) and the
+reference scan otherwise; ``"fused"`` requires the fused kernel; ``"reference"`` always steps in Python.
+Both give identical spikes and equal gradients. ``sparse_backward=b`` propagates surrogate gradients only
+through neurons with ``|v - v_th| < b`` (fused engine only; see ``docs/kernels.md``).
 """
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from types import ModuleType
 from typing import Any, NamedTuple
@@ -18,12 +25,14 @@ from ..core.checks import SpikeforgeError, check_dt, check_rank, check_shape_tai
 from ..core.surrogate import Surrogate, surrogate
 from ..dynamics import adaptive_lif, cuba_lif, if_neuron, li, lif
 from ..dynamics.common import FireSpec, refractory_steps
+from ..kernels import check_band, fused_scan
 from ..sim import scan
 from .base import SNNModule, check_sequence
 
 __all__ = ["IF", "LI", "LIF", "AdaptiveLIF", "CubaLIF", "Neuron"]
 
 _TAU_MIN = 1e-6  # learned time constants are clamped to stay positive (seconds)
+ENGINES = ("auto", "fused", "reference")
 
 
 def _as_size(size: int | Sequence[int] | None) -> tuple[int, ...] | None:
@@ -46,6 +55,30 @@ class Neuron(SNNModule):
     stateful = True
     model: ModuleType
     spiking: bool = True
+    kernel: str | None = None  # model name for spikeforge.kernels (None: no fused kernel)
+    engine: str = "auto"
+    sparse_backward: float | None = None
+
+    def set_engine(self, engine: str = "auto", *, sparse_backward: float | None = None) -> None:
+        """Choose how the time loop runs: ``"auto"``, ``"fused"`` or ``"reference"`` (see the module doc).
+
+        Args:
+            engine: the engine.
+            sparse_backward: None (exact gradients) or a band ``b`` > 0 around the threshold outside which
+                the surrogate derivative is taken as zero (needs the fused engine).
+        """
+        if engine not in ENGINES:
+            raise SpikeforgeError(f"engine must be one of {ENGINES}, got {engine!r}.")
+        band = check_band(sparse_backward)
+        if engine != "auto" or band is not None:
+            if self.kernel is None:
+                raise SpikeforgeError(
+                    f"{type(self).__name__} has no fused kernel: use engine='auto' and sparse_backward=None."
+                )
+        if engine == "reference" and band is not None:
+            raise SpikeforgeError("sparse_backward needs the fused engine; use engine='auto' or 'fused'.")
+        self.engine = engine
+        self.sparse_backward = band
 
     def _setup(
         self,
@@ -128,13 +161,48 @@ class Neuron(SNNModule):
         return self.trace_run(x, state, record=True)
 
     def trace_run(self, x: Tensor, state: NamedTuple | None, *, record: bool):
+        """Run the layer over ``x``; with ``record`` also return every state variable at every step.
+
+        Without ``record`` the fused kernel runs where it covers the call (see :meth:`set_engine`).
+        """
         self._check(x)
         p = self.params(x)
         if state is None:
             state = self.model.init_state(
                 p, x[0], refractory=self.fire_spec is not None and self.fire_spec.refractory > 0
             )
+        if not record and self.kernel is not None and self.engine != "reference":
+            fused = fused_scan(self.kernel, self.fire_spec, p, state, x, sparse_backward=self.sparse_backward)
+            if fused is not None:
+                return fused[0], fused[1], None
+            self._no_fused_path(x)
+        elif record and self.engine == "fused":
+            raise SpikeforgeError("trace() records every state and runs the reference scan; "
+                                  "use engine='auto' to trace a layer built with engine='fused'.")
         return scan.run(self.model.step, self.fire_spec, p, state, x, record=record)
+
+    def _no_fused_path(self, x: Tensor) -> None:
+        """React to a call the fused kernel does not cover: error for ``engine="fused"``, else carry on.
+
+        With ``sparse_backward`` set under ``engine="auto"`` the reference scan runs with exact gradients and a
+        one-line warning says so (once per layer).
+        """
+        if self.engine != "fused" and self.sparse_backward is None:
+            return
+        if self.fire_spec is not None and self.fire_spec.max_spikes != 1:
+            why = f"several spikes per step (max_spikes={self.fire_spec.max_spikes}) run on the reference scan"
+        elif self._learn:
+            why = f"learned parameters {list(self._learn)} are differentiated by the reference scan"
+        else:
+            why = f"no fused kernel for {x.device.type} tensors of dtype {x.dtype} (or it could not be built)"
+        if self.engine == "fused":
+            raise SpikeforgeError(
+                f"{type(self).__name__}(engine='fused') cannot run fused here: {why}; use engine='auto'."
+            )
+        if not getattr(self, "_warned_dense", False):
+            self._warned_dense = True
+            warnings.warn(f"{type(self).__name__}: sparse_backward ignored ({why}); exact gradients instead.",
+                          RuntimeWarning, stacklevel=4)
 
     def extra_repr(self) -> str:
         parts = [f"size={self.size}"] if self.size else []
@@ -148,6 +216,8 @@ class Neuron(SNNModule):
             parts.append(f"reset={f.reset!r}, surrogate={f.surrogate.name}({f.surrogate.scale:g})")
             if f.refractory:
                 parts.append(f"refractory={f.refractory} steps")
+            if f.max_spikes != 1:
+                parts.append(f"max_spikes={f.max_spikes}")
         if self._learn:
             parts.append(f"learn={list(self._learn)}")
         return ", ".join(parts)
@@ -155,10 +225,10 @@ class Neuron(SNNModule):
 
 def _fire_spec(
     surrogate_spec: str | dict | Surrogate | None, scale: float | None, reset: str,
-    refractory: float, dt: float, detach_reset: bool,
+    refractory: float, dt: float, detach_reset: bool, max_spikes: int = 1,
 ) -> FireSpec:
     return FireSpec(surrogate(surrogate_spec, scale), reset, refractory_steps(refractory, dt),
-                    detach_reset)
+                    detach_reset, max_spikes)
 
 
 class LIF(Neuron):
@@ -175,23 +245,30 @@ class LIF(Neuron):
         size: neuron shape (needed for per-neuron learning).
         learn: names of parameters to learn per neuron, e.g. ``("tau_mem", "v_th")``.
         detach_reset: stop gradients through the reset.
+        engine: ``"auto"``, ``"fused"`` or ``"reference"`` (module doc).
+        sparse_backward: None or a band ``b`` > 0: surrogate gradients only where ``|v - v_th| < b``.
+        max_spikes: spikes a neuron may emit in one step (1: binary; e.g. 31 as on Xylo; see
+            :mod:`spikeforge.dynamics.common`). Above 1 the reference engine runs.
     """
 
     model = lif
+    kernel = "lif"
 
     def __init__(
         self, tau_mem: float | Tensor = 10e-3, *, dt: float = 1e-3, v_th: float | Tensor = 1.0,
         v_leak: float | Tensor = 0.0, v_reset: float | Tensor = 0.0, reset: str = "subtract",
         refractory: float = 0.0, surrogate: str | dict | Surrogate | None = None,
         surrogate_scale: float | None = None, size: int | Sequence[int] | None = None,
-        learn: Sequence[str] = (), detach_reset: bool = True,
+        learn: Sequence[str] = (), detach_reset: bool = True, engine: str = "auto",
+        sparse_backward: float | None = None, max_spikes: int = 1,
     ) -> None:
         super().__init__()
         self._setup(
             {"tau_mem": tau_mem, "v_th": v_th, "v_leak": v_leak, "v_reset": v_reset},
             size=size, dt=dt, learn=learn,
-            fire=_fire_spec(surrogate, surrogate_scale, reset, refractory, dt, detach_reset),
+            fire=_fire_spec(surrogate, surrogate_scale, reset, refractory, dt, detach_reset, max_spikes),
         )
+        self.set_engine(engine, sparse_backward=sparse_backward)
 
 
 class IF(Neuron):
@@ -201,19 +278,22 @@ class IF(Neuron):
     """
 
     model = if_neuron
+    kernel = "if"
 
     def __init__(
         self, *, dt: float = 1e-3, v_th: float | Tensor = 1.0, v_reset: float | Tensor = 0.0,
         reset: str = "subtract", refractory: float = 0.0,
         surrogate: str | dict | Surrogate | None = None, surrogate_scale: float | None = None,
         size: int | Sequence[int] | None = None, learn: Sequence[str] = (),
-        detach_reset: bool = True,
+        detach_reset: bool = True, engine: str = "auto", sparse_backward: float | None = None,
+        max_spikes: int = 1,
     ) -> None:
         super().__init__()
         self._setup(
             {"v_th": v_th, "v_reset": v_reset}, size=size, dt=dt, learn=learn,
-            fire=_fire_spec(surrogate, surrogate_scale, reset, refractory, dt, detach_reset),
+            fire=_fire_spec(surrogate, surrogate_scale, reset, refractory, dt, detach_reset, max_spikes),
         )
+        self.set_engine(engine, sparse_backward=sparse_backward)
 
 
 class CubaLIF(Neuron):
@@ -223,6 +303,7 @@ class CubaLIF(Neuron):
     """
 
     model = cuba_lif
+    kernel = "cuba_lif"
 
     def __init__(
         self, tau_mem: float | Tensor = 10e-3, tau_syn: float | Tensor = 5e-3, *, dt: float = 1e-3,
@@ -230,15 +311,17 @@ class CubaLIF(Neuron):
         reset: str = "subtract", refractory: float = 0.0,
         surrogate: str | dict | Surrogate | None = None, surrogate_scale: float | None = None,
         size: int | Sequence[int] | None = None, learn: Sequence[str] = (),
-        detach_reset: bool = True,
+        detach_reset: bool = True, engine: str = "auto", sparse_backward: float | None = None,
+        max_spikes: int = 1,
     ) -> None:
         super().__init__()
         self._setup(
             {"tau_mem": tau_mem, "tau_syn": tau_syn, "v_th": v_th, "v_leak": v_leak,
              "v_reset": v_reset},
             size=size, dt=dt, learn=learn,
-            fire=_fire_spec(surrogate, surrogate_scale, reset, refractory, dt, detach_reset),
+            fire=_fire_spec(surrogate, surrogate_scale, reset, refractory, dt, detach_reset, max_spikes),
         )
+        self.set_engine(engine, sparse_backward=sparse_backward)
 
 
 class AdaptiveLIF(Neuron):
@@ -249,6 +332,7 @@ class AdaptiveLIF(Neuron):
     """
 
     model = adaptive_lif
+    kernel = "adaptive_lif"
 
     def __init__(
         self, tau_mem: float | Tensor = 10e-3, tau_ahp: float | Tensor = 200e-3,
@@ -256,15 +340,17 @@ class AdaptiveLIF(Neuron):
         v_leak: float | Tensor = 0.0, v_reset: float | Tensor = 0.0, reset: str = "subtract",
         refractory: float = 0.0, surrogate: str | dict | Surrogate | None = None,
         surrogate_scale: float | None = None, size: int | Sequence[int] | None = None,
-        learn: Sequence[str] = (), detach_reset: bool = True,
+        learn: Sequence[str] = (), detach_reset: bool = True, engine: str = "auto",
+        sparse_backward: float | None = None, max_spikes: int = 1,
     ) -> None:
         super().__init__()
         self._setup(
             {"tau_mem": tau_mem, "tau_ahp": tau_ahp, "b": b, "v_th": v_th, "v_leak": v_leak,
              "v_reset": v_reset},
             size=size, dt=dt, learn=learn,
-            fire=_fire_spec(surrogate, surrogate_scale, reset, refractory, dt, detach_reset),
+            fire=_fire_spec(surrogate, surrogate_scale, reset, refractory, dt, detach_reset, max_spikes),
         )
+        self.set_engine(engine, sparse_backward=sparse_backward)
 
 
 class LI(Neuron):

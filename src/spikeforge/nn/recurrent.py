@@ -5,7 +5,9 @@ r"""Recurrent spiking layer: the neuron's input at step t includes its own spike
     x_t = W_\mathrm{in}\,u_t + b + W_\mathrm{rec}\,z_{t-1}, \qquad z_t = \text{neuron}(x_t)
 
 The feed-forward product :math:`W_\mathrm{in} u` is computed for all steps at once; only the recurrent
-product steps through time.
+product steps through time. Under the neuron's engine (``"auto"``/``"fused"``) the whole loop, recurrent
+product included, runs in one fused kernel (:func:`spikeforge.kernels.fused_recurrent`), which adds only
+the weight columns of neurons that spiked; ``trace`` and uncovered cases run the reference scan.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import torch
 from torch import Tensor, nn
 
 from ..core.checks import SpikeforgeError, check_shape_tail
+from ..kernels import fused_recurrent
 from ..sim import scan
 from .base import SNNModule, check_sequence
 from .neurons import Neuron
@@ -73,10 +76,16 @@ class Recurrent(SNNModule):
         return w * (1.0 - torch.eye(w.shape[0], dtype=w.dtype, device=w.device))
 
     def forward(self, x: Tensor, state: RecurrentState | None = None):
+        """Run the layer over a sequence; returns ``(spikes, state)``.
+
+        Shape:
+            x ``[T, B, in_features]`` -> spikes ``[T, B, hidden]``.
+        """
         out, state, _ = self._run(x, state, record=False)
         return out, state
 
     def trace(self, x: Tensor, state: RecurrentState | None = None):
+        """Like ``forward`` plus the neuron's state at every step (reference scan)."""
         return self._run(x, state, record=True)
 
     def _run(self, x: Tensor, state: RecurrentState | None, *, record: bool):
@@ -88,6 +97,14 @@ class Recurrent(SNNModule):
             state = RecurrentState(self.neuron.init_state(cur[0]), torch.zeros_like(cur[0]))
         w_rec = self._w_rec()
         model, spec = self.neuron.model, self.neuron.fire_spec
+        neuron = self.neuron
+        if not record and neuron.kernel is not None and neuron.engine != "reference":
+            fused = fused_recurrent(neuron.kernel, spec, p, state.neuron, state.z, cur, w_rec,
+                                    sparse_backward=neuron.sparse_backward)
+            if fused is not None:
+                z, ns, z_last = fused
+                return z, RecurrentState(ns, z_last), None
+            neuron._no_fused_path(cur)
 
         def step(spec_, p_, s: RecurrentState, x_t: Tensor):
             z, ns = model.step(spec_, p_, s.neuron, x_t + s.z @ w_rec.t())

@@ -1,0 +1,588 @@
+// Fused CPU time-loop scans for spikeforge (forward and BPTT backward), compiled on first use.
+//
+// The equations restate src/spikeforge/dynamics/{if_neuron,lif,cuba_lif,adaptive_lif,common}.py
+// operation by operation (same order, no fused multiply-add) so that spikes equal the reference scan bit for bit;
+// tests/test_kernels_cpu.py pins every model, reset mode, refractoriness and surrogate to it.
+//
+// Layout: every tensor is flattened to [T, N] (N = batch x neurons). Parameters arrive as one [6, N] tensor,
+// rows: alpha, beta (cuba_lif) or rho (adaptive_lif), b, v_th, v_leak, v_reset. "aux" is the second state
+// variable (synaptic current i or AHP current a); unused for if/lif.
+// The forward saves for backward only the membrane after integration and refractory hold (vh, one value per
+// step and neuron); spikes are the forward's own output; the refractory mask is recomputed from the spikes.
+
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+
+#include <cmath>
+#include <algorithm>
+#include <cstdint>
+#include <type_traits>
+#include <tuple>
+#include <vector>
+
+namespace {
+
+enum Model : int64_t { IF = 0, LIF = 1, CUBA = 2, ADAPTIVE = 3 };
+enum Reset : int64_t { SUBTRACT = 0, VALUE = 1, NONE = 2 };
+enum Surr : int64_t { FAST_SIGMOID = 0, ARCTAN = 1, SIGMOID = 2, TRIANGLE = 3, BOXCAR = 4, STRAIGHT = 5 };
+
+constexpr int64_t kGrain = 256;
+constexpr int64_t kBlock = 512;
+
+template <typename S>
+inline S surrogate_d(int64_t kind, S x, S s) {
+  const S one = 1, half = S(0.5);
+  switch (kind) {
+    case FAST_SIGMOID: {
+      S q = one + std::abs(s * x);
+      return half * s / (q * q);
+    }
+    case ARCTAN: {
+      S u = S(0.5 * M_PI) * s * x;
+      return half * s / (one + u * u);
+    }
+    case SIGMOID: {
+      S sig = one / (one + std::exp(-(s * x)));
+      return s * sig * (one - sig);
+    }
+    case TRIANGLE: {
+      S u = one - std::abs(s * x);
+      return s * (u > 0 ? u : S(0));
+    }
+    case BOXCAR:
+      return std::abs(s * x) < half ? s : S(0);
+    default:
+      return one;
+  }
+}
+
+// Calls f(integral_constant<model>, integral_constant<reset>, bool_constant<has_ref>) so that loops are compiled
+// once per combination, without branches on the settings inside them.
+template <typename F>
+inline void with_cfg(int64_t model, int64_t reset, bool has_ref, F&& f) {
+  auto by_ref = [&](auto m, auto r) {
+    if (has_ref)
+      f(m, r, std::true_type{});
+    else
+      f(m, r, std::false_type{});
+  };
+  auto by_reset = [&](auto m) {
+    switch (reset) {
+      case SUBTRACT: by_ref(m, std::integral_constant<int64_t, SUBTRACT>{}); break;
+      case VALUE: by_ref(m, std::integral_constant<int64_t, VALUE>{}); break;
+      default: by_ref(m, std::integral_constant<int64_t, NONE>{}); break;
+    }
+  };
+  switch (model) {
+    case IF: by_reset(std::integral_constant<int64_t, IF>{}); break;
+    case LIF: by_reset(std::integral_constant<int64_t, LIF>{}); break;
+    case CUBA: by_reset(std::integral_constant<int64_t, CUBA>{}); break;
+    default: by_reset(std::integral_constant<int64_t, ADAPTIVE>{}); break;
+  }
+}
+
+// One forward step for neuron j. v, aux, ref are that neuron's state (updated in place).
+// Returns the spike; vh_out receives the membrane after integration and refractory hold.
+template <typename S, int64_t M, int64_t R, bool REF>
+inline S step_fwd(int64_t refr, const S* p, int64_t n, int64_t j, S x, S& v, S& aux, int32_t* ref, S& vh_out) {
+  const S one = 1;
+  const S al = p[j], be = p[n + j], th = p[3 * n + j], vl = p[4 * n + j];
+  S u, am = 0;
+  if constexpr (M == IF) {
+    u = v + x;
+  } else if constexpr (M == LIF) {
+    u = vl + al * (v - vl) + (one - al) * x;
+  } else if constexpr (M == CUBA) {
+    aux = be * aux + (one - be) * x;
+    u = vl + al * (v - vl) + (one - al) * aux;
+  } else {
+    am = be * aux;
+    u = vl + al * (v - vl) + (one - al) * (x - am);
+  }
+  S z;
+  if constexpr (REF) {
+    const int32_t r = ref[j];
+    const bool active = r <= 0;
+    u = active ? u : v;
+    z = (active && (u - th) > 0) ? one : S(0);
+    ref[j] = z > 0 ? int32_t(refr) : (r - 1 > 0 ? r - 1 : 0);
+  } else {
+    z = (u - th) > 0 ? one : S(0);
+  }
+  vh_out = u;
+  if constexpr (R == SUBTRACT) {
+    v = u - z * th;
+  } else if constexpr (R == VALUE) {
+    v = u - z * (u - p[5 * n + j]);
+  } else {
+    v = u;
+  }
+  if constexpr (M == ADAPTIVE) aux = am + p[2 * n + j] * z;
+  return z;
+}
+
+// One time step of the forward for neurons [j0, j1); restrict-qualified so that the loop vectorises.
+template <typename S, int64_t M, int64_t R, bool REF>
+void fwd_row(int64_t refr, const S* __restrict__ p, int64_t n, int64_t j0, int64_t j1, const S* __restrict__ x,
+             S* __restrict__ v, S* __restrict__ aux, int32_t* __restrict__ ref, S* __restrict__ z,
+             S* __restrict__ vh) {
+  for (int64_t j = j0; j < j1; ++j) z[j] = step_fwd<S, M, R, REF>(refr, p, n, j, x[j], v[j], aux[j], ref, vh[j]);
+}
+
+void check_cpu(const at::Tensor& t, const char* name) {
+  TORCH_CHECK(t.device().is_cpu() && t.is_contiguous(), "spikeforge scan: ", name, " must be a contiguous CPU tensor");
+}
+
+// x [T, N]; p [6, N]; v, aux [N] updated in place; ref [N] int32 (numel 0: no refractoriness).
+// Returns (z [T, N], vh [T, N] or empty when save is false).
+std::tuple<at::Tensor, at::Tensor> scan_fwd(const at::Tensor& x, const at::Tensor& p, at::Tensor v, at::Tensor aux,
+                                            at::Tensor ref, int64_t model, int64_t reset, int64_t refr, bool save) {
+  check_cpu(x, "x");
+  check_cpu(p, "p");
+  check_cpu(v, "v");
+  check_cpu(aux, "aux");
+  const int64_t T = x.size(0), N = x.size(1);
+  auto z = at::empty({T, N}, x.options());
+  auto vh = save ? at::empty({T, N}, x.options()) : at::empty({0}, x.options());
+  const bool has_ref = ref.numel() > 0;
+  if (has_ref) check_cpu(ref, "ref");
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "spikeforge_scan_fwd", [&] {
+    const scalar_t* xp = x.data_ptr<scalar_t>();
+    const scalar_t* pp = p.data_ptr<scalar_t>();
+    scalar_t* vp = v.data_ptr<scalar_t>();
+    scalar_t* ap = aux.data_ptr<scalar_t>();
+    int32_t* rp = has_ref ? ref.data_ptr<int32_t>() : nullptr;
+    scalar_t* zp = z.data_ptr<scalar_t>();
+    scalar_t* hp = save ? vh.data_ptr<scalar_t>() : nullptr;
+    with_cfg(model, reset, has_ref, [&](auto m, auto r, auto ref_c) {
+      at::parallel_for(0, N, kGrain, [&](int64_t j0, int64_t j1) {
+        std::vector<scalar_t> scratch(save ? 0 : kBlock);
+        for (int64_t jb = j0; jb < j1; jb += kBlock) {  // blocks of neurons whose state stays in cache
+          const int64_t je = std::min(j1, jb + kBlock);
+          for (int64_t t = 0; t < T; ++t) {
+            const int64_t o = t * N;
+            fwd_row<scalar_t, m(), r(), ref_c()>(refr, pp, N, jb, je, xp + o, vp, ap, rp, zp + o,
+                                                 save ? hp + o : scratch.data() - jb);
+          }
+        }
+      });
+    });
+  });
+  return {z, vh};
+}
+
+struct BCfg {
+  int64_t model, reset, refr, surr;
+  bool detach;
+  double scale, band;
+};
+
+// Is neuron j active (not refractory) at step t? Recomputed from the spikes and the initial counter.
+template <typename S>
+inline bool active_at(const S* z, const int32_t* ref0, int64_t n, int64_t j, int64_t t, int64_t refr) {
+  if (ref0[j] > t) return false;
+  const int64_t lo = t - refr > 0 ? t - refr : 0;
+  for (int64_t s = lo; s < t; ++s)
+    if (z[s * n + j] > 0) return false;
+  return true;
+}
+
+// Surrogate derivative of d = vh - v_th for neurons [j0, j1) of one step, zero outside the sparse-backward band
+// when BAND. The switch on the surrogate sits outside the loops so that each loop is simple.
+template <typename S, bool BAND>
+void fill_surrogate_impl(const BCfg& c, const S* __restrict__ vh, const S* __restrict__ th, int64_t j0, int64_t j1,
+                         S* __restrict__ out) {
+  const S s = S(c.scale), one = 1, half = S(0.5), k = S(0.5 * M_PI) * S(c.scale), band = S(c.band);
+  auto put = [&](int64_t j, S d, S val) {  // branch-free mask (a branch here mispredicts): times 0 or 1
+    if constexpr (BAND)
+      out[j - j0] = val * (half - half * std::copysign(one, std::abs(d) - band));  // 1 iff |d| < band
+    else
+      out[j - j0] = val;
+  };
+  switch (c.surr) {
+    case FAST_SIGMOID:
+      for (int64_t j = j0; j < j1; ++j) {
+        const S d = vh[j] - th[j], q = one + std::abs(s * d);
+        put(j, d, half * s / (q * q));
+      }
+      break;
+    case ARCTAN:
+      for (int64_t j = j0; j < j1; ++j) {
+        const S d = vh[j] - th[j], u = k * d;
+        put(j, d, half * s / (one + u * u));
+      }
+      break;
+    case TRIANGLE:
+      for (int64_t j = j0; j < j1; ++j) {
+        const S d = vh[j] - th[j], u = one - std::abs(s * d);
+        put(j, d, s * (u > 0 ? u : S(0)));
+      }
+      break;
+    case BOXCAR:
+      for (int64_t j = j0; j < j1; ++j) {
+        const S d = vh[j] - th[j];
+        put(j, d, std::abs(s * d) < half ? s : S(0));
+      }
+      break;
+    case STRAIGHT:
+      for (int64_t j = j0; j < j1; ++j) put(j, vh[j] - th[j], one);
+      break;
+    default:
+      for (int64_t j = j0; j < j1; ++j) {
+        const S d = vh[j] - th[j];
+        put(j, d, surrogate_d<S>(c.surr, d, s));
+      }
+      break;
+  }
+}
+
+template <typename S>
+void fill_surrogate(const BCfg& c, const S* vh, const S* th, int64_t j0, int64_t j1, S* out) {
+  if (c.band > 0)
+    fill_surrogate_impl<S, true>(c, vh, th, j0, j1, out);
+  else
+    fill_surrogate_impl<S, false>(c, vh, th, j0, j1, out);
+}
+
+// Surrogate derivative for one neuron (zero outside the band), for the loops that go neuron by neuron.
+template <typename S>
+inline S surrogate_one(const BCfg& c, S d) {
+  const S sg = surrogate_d<S>(c.surr, d, S(c.scale));
+  if (c.band <= 0) return sg;
+  return sg * (S(0.5) - S(0.5) * std::copysign(S(1), std::abs(d) - S(c.band)));  // branch-free |d| < band
+}
+
+// One backward step for neuron j. sg: surrogate derivative at this step (zero outside the band); active: not
+// refractory. gv, gaux: gradients w.r.t. the state after the step (in), before it (out). gz: gradient w.r.t. the
+// spike. Returns the gradient w.r.t. the input x_t. Mirrors autograd of dynamics/*.py step by step.
+template <typename S, int64_t M, int64_t R, bool REF>
+inline S step_bwd(bool detach, const S* p, int64_t n, int64_t j, S vh, S z, bool active, S sg, S gz, S& gv,
+                  S& gaux) {
+  const S one = 1;
+  const S al = p[j], be = p[n + j];
+  const S gan = gaux;
+  if constexpr (M == ADAPTIVE) gz = gz + p[2 * n + j] * gan;
+  S gvh = gv;
+  if constexpr (R == SUBTRACT) {
+    if (!detach) gz = gz - p[3 * n + j] * gv;
+  } else if constexpr (R == VALUE) {
+    gvh = gv * (one - z);
+    if (!detach) gz = gz - (vh - p[5 * n + j]) * gv;
+  }
+  S gu, gprev = 0;
+  if constexpr (REF) {
+    if (active) {
+      gu = gvh + gz * sg;
+    } else {
+      gu = 0;
+      gprev = gvh;
+    }
+  } else {
+    gu = gvh + gz * sg;
+  }
+  S gx;
+  if constexpr (M == IF) {
+    gv = gprev + gu;
+    gx = gu;
+  } else if constexpr (M == LIF) {
+    gv = gprev + al * gu;
+    gx = (one - al) * gu;
+  } else if constexpr (M == CUBA) {
+    gv = gprev + al * gu;
+    const S gi = gaux + (one - al) * gu;
+    gx = (one - be) * gi;
+    gaux = be * gi;
+  } else {
+    gv = gprev + al * gu;
+    gx = (one - al) * gu;
+    gaux = be * (gan - gx);
+  }
+  return gx;
+}
+
+// gz [T, N] (gradient w.r.t. spikes); vh, z [T, N] from the forward; gv, gaux [N]: gradients w.r.t. the final state
+// (updated in place to those w.r.t. the initial state). ref0 [N] int32 initial counter (numel 0: none).
+at::Tensor scan_bwd(const at::Tensor& gz, const at::Tensor& vh, const at::Tensor& z, const at::Tensor& p,
+                    const at::Tensor& ref0, at::Tensor gv, at::Tensor gaux, int64_t model, int64_t reset, int64_t refr,
+                    bool detach, int64_t surr, double scale, double band) {
+  check_cpu(gz, "gz");
+  check_cpu(vh, "vh");
+  check_cpu(z, "z");
+  check_cpu(gv, "gv");
+  check_cpu(gaux, "gaux");
+  const int64_t T = vh.size(0), N = vh.size(1);
+  auto gx = at::empty({T, N}, vh.options());
+  const bool has_ref = ref0.numel() > 0;
+  BCfg c{model, reset, refr, surr, detach, scale, band};
+  AT_DISPATCH_FLOATING_TYPES(vh.scalar_type(), "spikeforge_scan_bwd", [&] {
+    const scalar_t* gzp = gz.data_ptr<scalar_t>();
+    const scalar_t* hp = vh.data_ptr<scalar_t>();
+    const scalar_t* zp = z.data_ptr<scalar_t>();
+    const scalar_t* pp = p.data_ptr<scalar_t>();
+    const int32_t* r0 = has_ref ? ref0.data_ptr<int32_t>() : nullptr;
+    scalar_t* gvp = gv.data_ptr<scalar_t>();
+    scalar_t* gap = gaux.data_ptr<scalar_t>();
+    scalar_t* gxp = gx.data_ptr<scalar_t>();
+    const scalar_t* thp = pp + 3 * N;
+    with_cfg(model, reset, has_ref, [&](auto m, auto r, auto ref_c) {
+      at::parallel_for(0, N, kGrain, [&](int64_t j0, int64_t j1) {
+        std::vector<scalar_t> sg(kBlock);
+        for (int64_t jb = j0; jb < j1; jb += kBlock) {
+          const int64_t je = std::min(j1, jb + kBlock);
+          for (int64_t t = T - 1; t >= 0; --t) {
+            const int64_t o = t * N;
+            fill_surrogate<scalar_t>(c, hp + o, thp, jb, je, sg.data());
+            for (int64_t j = jb; j < je; ++j) {
+              const bool active = !ref_c() || active_at<scalar_t>(zp, r0, N, j, t, refr);
+              gxp[o + j] = step_bwd<scalar_t, m(), r(), ref_c()>(detach, pp, N, j, hp[o + j], zp[o + j], active,
+                                                                  sg[j - jb], gzp[o + j], gvp[j], gap[j]);
+            }
+          }
+        }
+      });
+    });
+  });
+  return gx;
+}
+
+// Recurrent layer: x_t = x_ff[t] + z_{t-1} @ w^T. x_ff [T, B, H]; wt = w^T contiguous [H, H]; z0 [B, H];
+// p [6, B*H]; v, aux [B*H] and ref [B*H] updated in place. The recurrent product adds only the rows of wt whose
+// presynaptic neuron spiked (a gather-add over active columns); dense steps use a matrix product.
+std::tuple<at::Tensor, at::Tensor> rec_fwd(const at::Tensor& x_ff, const at::Tensor& wt, const at::Tensor& z0,
+                                           const at::Tensor& p, at::Tensor v, at::Tensor aux, at::Tensor ref,
+                                           int64_t model, int64_t reset, int64_t refr, bool save) {
+  check_cpu(x_ff, "x_ff");
+  check_cpu(wt, "w_rec");
+  check_cpu(z0, "z0");
+  const int64_t T = x_ff.size(0), B = x_ff.size(1), H = x_ff.size(2);
+  auto z = at::empty({T, B, H}, x_ff.options());
+  auto vh = save ? at::empty({T, B, H}, x_ff.options()) : at::empty({0}, x_ff.options());
+  const bool has_ref = ref.numel() > 0;
+  AT_DISPATCH_FLOATING_TYPES(x_ff.scalar_type(), "spikeforge_rec_fwd", [&] {
+    const scalar_t* xp = x_ff.data_ptr<scalar_t>();
+    const scalar_t* wp = wt.data_ptr<scalar_t>();
+    const scalar_t* pp = p.data_ptr<scalar_t>();
+    scalar_t* vp = v.data_ptr<scalar_t>();
+    scalar_t* ap = aux.data_ptr<scalar_t>();
+    int32_t* rp = has_ref ? ref.data_ptr<int32_t>() : nullptr;
+    scalar_t* zp = z.data_ptr<scalar_t>();
+    scalar_t* hp = save ? vh.data_ptr<scalar_t>() : nullptr;
+    const scalar_t* z0p = z0.data_ptr<scalar_t>();
+    const int64_t N = B * H;
+    at::parallel_for(0, B, 1, [&](int64_t b0, int64_t b1) {
+      std::vector<scalar_t> acc(H);
+      std::vector<int64_t> idx(H);
+      scalar_t dummy;
+      for (int64_t t = 0; t < T; ++t) {
+        for (int64_t b = b0; b < b1; ++b) {
+          const scalar_t* zprev = t == 0 ? z0p + b * H : zp + ((t - 1) * B + b) * H;
+          int64_t nnz = 0;
+          for (int64_t k = 0; k < H; ++k)
+            if (zprev[k] != 0) idx[nnz++] = k;
+          std::fill(acc.begin(), acc.end(), scalar_t(0));
+          for (int64_t q = 0; q < nnz; ++q) {
+            const int64_t k = idx[q];
+            const scalar_t zk = zprev[k];
+            const scalar_t* row = wp + k * H;
+            if (zk == scalar_t(1)) {
+              for (int64_t h = 0; h < H; ++h) acc[h] += row[h];
+            } else {
+              for (int64_t h = 0; h < H; ++h) acc[h] += zk * row[h];
+            }
+          }
+          const int64_t o = (t * B + b) * H;
+          with_cfg(model, reset, has_ref, [&](auto m, auto r, auto ref_c) {
+            for (int64_t h = 0; h < H; ++h) {
+              const int64_t j = b * H + h;
+              zp[o + h] = step_fwd<scalar_t, m(), r(), ref_c()>(refr, pp, N, j, xp[o + h] + acc[h], vp[j], ap[j],
+                                                                  rp, hp ? hp[o + h] : dummy);
+            }
+          });
+        }
+      }
+    });
+  });
+  return {z, vh};
+}
+
+// Dot product with 32 partial sums, so that it vectorises without reassociation flags; compiled for AVX2 too
+// (picked at run time where the CPU has it).
+template <typename S>
+inline S dot_impl(const S* __restrict__ a, const S* __restrict__ b, int64_t n) {
+  constexpr int K = 32;
+  S acc[K] = {};
+  int64_t i = 0;
+  for (; i + K <= n; i += K)
+    for (int q = 0; q < K; ++q) acc[q] += a[i + q] * b[i + q];
+  for (int w = K / 2; w > 0; w /= 2)
+    for (int q = 0; q < w; ++q) acc[q] += acc[q + w];
+  S out = acc[0];
+  for (; i < n; ++i) out += a[i] * b[i];
+  return out;
+}
+
+#if defined(__GNUC__) && defined(__x86_64__) && !defined(__clang__)
+#define SPIKEFORGE_CLONES __attribute__((target_clones("avx2", "default")))
+#else
+#define SPIKEFORGE_CLONES
+#endif
+
+SPIKEFORGE_CLONES float dot_f(const float* a, const float* b, int64_t n) { return dot_impl<float>(a, b, n); }
+SPIKEFORGE_CLONES double dot_d(const double* a, const double* b, int64_t n) { return dot_impl<double>(a, b, n); }
+inline float dot(const float* a, const float* b, int64_t n) { return dot_f(a, b, n); }
+inline double dot(const double* a, const double* b, int64_t n) { return dot_d(a, b, n); }
+
+// Backward of rec_fwd. gz [T, B, H] gradient w.r.t. spikes (the final-state spikes' gradient already added to the
+// last step); w [H, H] as used in x_t = x_ff[t] + z_{t-1} @ w^T, wt = w^T contiguous. Returns (gx [T, B, H] =
+// gradient w.r.t. x_ff, gz0 [B, H]); gv, gaux are updated in place as in scan_bwd. The recurrent gradient
+// gx_t @ w is formed only for the neurons with a nonzero surrogate derivative at step t-1, so a narrow
+// sparse-backward band or a flat surrogate skips most of that product.
+std::tuple<at::Tensor, at::Tensor> rec_bwd(const at::Tensor& gz, const at::Tensor& vh, const at::Tensor& z,
+                                           const at::Tensor& wt, const at::Tensor& p, const at::Tensor& ref0,
+                                           const at::Tensor& z0, at::Tensor gv, at::Tensor gaux, int64_t model,
+                                           int64_t reset, int64_t refr, bool detach, int64_t surr, double scale,
+                                           double band) {
+  check_cpu(gz, "gz");
+  check_cpu(wt, "w_rec^T");
+  const int64_t T = vh.size(0), B = vh.size(1), H = vh.size(2);
+  auto gx = at::empty({T, B, H}, vh.options());
+  auto grec = at::zeros({B, H}, vh.options());  // gradient w.r.t. z_t through the recurrence (from step t+1)
+  const bool has_ref = ref0.numel() > 0;
+  BCfg c{model, reset, refr, surr, detach, scale, band};
+  const int64_t N = B * H;
+  const at::Tensor w = wt.t();
+  AT_DISPATCH_FLOATING_TYPES(vh.scalar_type(), "spikeforge_rec_bwd", [&] {
+    const scalar_t* gzp = gz.data_ptr<scalar_t>();
+    const scalar_t* hp = vh.data_ptr<scalar_t>();
+    const scalar_t* zp = z.data_ptr<scalar_t>();
+    const scalar_t* pp = p.data_ptr<scalar_t>();
+    const scalar_t* wtp = wt.data_ptr<scalar_t>();
+    const int32_t* r0 = has_ref ? ref0.data_ptr<int32_t>() : nullptr;
+    scalar_t* gvp = gv.data_ptr<scalar_t>();
+    scalar_t* gap = gaux.data_ptr<scalar_t>();
+    scalar_t* gxp = gx.data_ptr<scalar_t>();
+    scalar_t* grp = grec.data_ptr<scalar_t>();
+    std::vector<scalar_t> sgv(N);  // surrogate derivative of every neuron at the step being processed
+    scalar_t* sgp = sgv.data();
+    std::vector<int64_t> counts(B);
+    // sg for step t of row b (zero while refractory or outside the band); returns how many are nonzero.
+    auto fill_sg = [&](int64_t b, int64_t t) {
+      int64_t cnt = 0;
+      for (int64_t k = 0; k < H; ++k) {
+        const int64_t j = b * H + k;
+        const bool act = r0 == nullptr || active_at<scalar_t>(zp, r0, N, j, t, refr);
+        const scalar_t s = surrogate_one<scalar_t>(c, hp[t * N + j] - pp[3 * N + j]) * scalar_t(act);
+        sgp[j] = s;
+        cnt += s != scalar_t(0);
+      }
+      return cnt;
+    };
+    at::parallel_for(0, B, 1, [&](int64_t b0, int64_t b1) {
+      for (int64_t b = b0; b < b1; ++b) fill_sg(b, T - 1);
+    });
+    for (int64_t t = T - 1; t >= 0; --t) {
+      const int64_t o = t * N;
+      // Neuron backward at step t, then the surrogate at step t-1: its nonzeros are the neurons whose spike
+      // gradient step t-1 reads, so only they need the recurrent gradient gx_t @ w.
+      at::parallel_for(0, B, 1, [&](int64_t b0, int64_t b1) {
+        for (int64_t b = b0; b < b1; ++b) {
+          const scalar_t* g = grp + b * H;
+          with_cfg(model, reset, has_ref, [&](auto m, auto r, auto ref_c) {
+            for (int64_t h = 0; h < H; ++h) {
+              const int64_t j = b * H + h;
+              const bool active = !ref_c() || active_at<scalar_t>(zp, r0, N, j, t, refr);
+              gxp[o + j] = step_bwd<scalar_t, m(), r(), ref_c()>(detach, pp, N, j, hp[o + j], zp[o + j], active,
+                                                                  sgp[j], gzp[o + j] + g[h], gvp[j], gap[j]);
+            }
+          });
+          counts[b] = t > 0 ? fill_sg(b, t - 1) : H;
+        }
+      });
+      int64_t total = 0;
+      for (int64_t b = 0; b < B; ++b) total += counts[b];
+      if (total * 8 > N) {  // dense enough (and always for z0's gradient): one matrix product g = gx_t @ w
+        at::mm_out(grec, gx.select(0, t), w);
+        continue;
+      }
+      // Sparse: g[b, k] = sum_h gx_t[b, h] w[h, k] only where step t-1 has a nonzero surrogate.
+      at::parallel_for(0, B, 1, [&](int64_t b0, int64_t b1) {
+        std::vector<int64_t> nz(H);
+        for (int64_t b = b0; b < b1; ++b) {
+          scalar_t* g = grp + b * H;
+          const scalar_t* gxb = gxp + o + b * H;
+          int64_t m = 0;
+          for (int64_t h = 0; h < H; ++h)
+            if (gxb[h] != scalar_t(0)) nz[m++] = h;
+          for (int64_t k = 0; k < H; ++k) {
+            scalar_t acc = 0;
+            if (m > 0 && sgp[b * H + k] != scalar_t(0)) {
+              const scalar_t* col = wtp + k * H;  // w[:, k]
+              if (2 * m > H) {
+                acc = dot(gxb, col, H);
+              } else {
+                for (int64_t q = 0; q < m; ++q) acc += gxb[nz[q]] * col[nz[q]];
+              }
+            }
+            g[k] = acc;
+          }
+        }
+      });
+    }
+  });
+  return {gx, grec};
+}
+
+// Weight gradient of the recurrence, sum_t gx_t^T z_{t-1}, as its transpose gwt [H, H] (row k: presynaptic
+// neuron k), adding gx rows only where the presynaptic neuron spiked (z is mostly zero).
+at::Tensor rec_wgrad(const at::Tensor& gx, const at::Tensor& z, const at::Tensor& z0) {
+  check_cpu(gx, "gx");
+  check_cpu(z, "z");
+  check_cpu(z0, "z0");
+  const int64_t T = gx.size(0), B = gx.size(1), H = gx.size(2);
+  auto gwt = at::zeros({H, H}, gx.options());
+  AT_DISPATCH_FLOATING_TYPES(gx.scalar_type(), "spikeforge_rec_wgrad", [&] {
+    const scalar_t* gxp = gx.data_ptr<scalar_t>();
+    const scalar_t* zp = z.data_ptr<scalar_t>();
+    const scalar_t* z0p = z0.data_ptr<scalar_t>();
+    scalar_t* gp = gwt.data_ptr<scalar_t>();
+    at::parallel_for(0, H, 16, [&](int64_t k0, int64_t k1) {
+      for (int64_t t = 0; t < T; ++t) {
+        for (int64_t b = 0; b < B; ++b) {
+          const scalar_t* zprev = t == 0 ? z0p + b * H : zp + ((t - 1) * B + b) * H;
+          const scalar_t* row = gxp + (t * B + b) * H;
+          for (int64_t k = k0; k < k1; ++k) {
+            const scalar_t zk = zprev[k];
+            if (zk == scalar_t(0)) continue;
+            scalar_t* out = gp + k * H;
+            for (int64_t h = 0; h < H; ++h) out[h] += zk * row[h];
+          }
+        }
+      }
+    });
+  });
+  return gwt;
+}
+
+}  // namespace
+
+TORCH_LIBRARY(spikeforge_scan, m) {
+  m.def("scan_fwd(Tensor x, Tensor p, Tensor(a!) v, Tensor(b!) aux, Tensor(c!) ref, int model, int reset, int refr,"
+        " bool save) -> (Tensor, Tensor)");
+  m.def("scan_bwd(Tensor gz, Tensor vh, Tensor z, Tensor p, Tensor ref0, Tensor(a!) gv, Tensor(b!) gaux, int model,"
+        " int reset, int refr, bool detach, int surr, float scale, float band) -> Tensor");
+  m.def("rec_fwd(Tensor x_ff, Tensor wt, Tensor z0, Tensor p, Tensor(a!) v, Tensor(b!) aux, Tensor(c!) ref,"
+        " int model, int reset, int refr, bool save) -> (Tensor, Tensor)");
+  m.def("rec_wgrad(Tensor gx, Tensor z, Tensor z0) -> Tensor");
+  m.def("rec_bwd(Tensor gz, Tensor vh, Tensor z, Tensor wt, Tensor p, Tensor ref0, Tensor z0, Tensor(a!) gv,"
+        " Tensor(b!) gaux, int model, int reset, int refr, bool detach, int surr, float scale, float band)"
+        " -> (Tensor, Tensor)");
+}
+
+TORCH_LIBRARY_IMPL(spikeforge_scan, CPU, m) {
+  m.impl("scan_fwd", &scan_fwd);
+  m.impl("scan_bwd", &scan_bwd);
+  m.impl("rec_fwd", &rec_fwd);
+  m.impl("rec_bwd", &rec_bwd);
+  m.impl("rec_wgrad", &rec_wgrad);
+}

@@ -1,0 +1,221 @@
+"""Sparse spike arithmetic (spikeforge.kernels.sparse) and its use by nn.Linear: equal to the dense product.
+
+The reference is always torch's dense ``x @ W.T + b`` and its autograd, never the sparse code itself.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from spikeforge.core.checks import SpikeforgeError
+from spikeforge.kernels import sparse as sp
+from spikeforge.nn import LIF, Linear, Sequential
+
+
+@pytest.fixture(params=["native", "embedding_bag"], autouse=True)
+def path(request, monkeypatch):
+    """Run every test on both compute paths: the C++ kernels and the embedding_bag fallback."""
+    if request.param == "native" and not sp._native():
+        pytest.skip("sparse C++ kernels could not be built here")
+    monkeypatch.setitem(sp._NATIVE, "enabled", request.param == "native")
+    return request.param
+
+
+def spikes(*shape: int, density: float, seed: int = 0, dtype=torch.float64) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return (torch.rand(*shape, generator=g) < density).to(dtype)
+
+
+def weights(out: int, inp: int, *, seed: int = 1, dtype=torch.float64):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(out, inp, generator=g, dtype=dtype), torch.randn(out, generator=g, dtype=dtype)
+
+
+def dense_and_sparse(x, w, b, *, x_grad: bool, active=None):
+    """Outputs and gradients (x, W, b) of the dense reference and of sparse_linear for one upstream grad."""
+    g = torch.randn(x.shape[0], w.shape[0], generator=torch.Generator().manual_seed(7), dtype=x.dtype)
+    results = []
+    for fn in (lambda a, c, d: a @ c.t() + d, lambda a, c, d: sp.sparse_linear(a, c, d, active=active)):
+        xi = x.clone().requires_grad_(x_grad)
+        wi, bi = w.clone().requires_grad_(True), b.clone().requires_grad_(True)
+        y = fn(xi, wi, bi)
+        y.backward(g)
+        results.append((y.detach(), xi.grad, wi.grad, bi.grad))
+    return results
+
+
+@pytest.mark.parametrize("shape", [(200, 96, 80), (37, 300, 130), (1, 5, 3)])
+@pytest.mark.parametrize("density", [0.0, 0.03, 0.1, 0.5, 1.0])
+def test_float64_forward_and_gradients_equal_dense(shape, density):
+    n, i, o = shape
+    x = spikes(n, i, density=density, seed=n + i)
+    w, b = weights(o, i)
+    (yd, _, gwd, gbd), (ys, gxs, gws, gbs) = dense_and_sparse(x, w, b, x_grad=False)
+    assert gxs is None
+    torch.testing.assert_close(ys, yd, rtol=0, atol=1e-12)
+    torch.testing.assert_close(gws, gwd, rtol=0, atol=1e-12)
+    torch.testing.assert_close(gbs, gbd, rtol=0, atol=1e-12)
+
+
+def test_float64_input_gradient_when_required():
+    x = spikes(120, 64, density=0.1)
+    w, b = weights(48, 64)
+    (yd, gxd, gwd, gbd), (ys, gxs, gws, gbs) = dense_and_sparse(x, w, b, x_grad=True)
+    for got, want in ((ys, yd), (gxs, gxd), (gws, gwd), (gbs, gbd)):
+        torch.testing.assert_close(got, want, rtol=0, atol=1e-12)
+
+
+def test_float32_medium_shape_within_1e5_relative():
+    # Big enough that the forward and the weight gradient both run in several column blocks / tiles.
+    x = spikes(3000, 1024, density=0.1, dtype=torch.float32)
+    w, b = weights(600, 1024, dtype=torch.float32)
+    assert sp._block(1024, 600, sp._FWD_TABLE_BYTES, 4, 64) < 600
+    assert sp._block(3000, 600, sp._BWD_TABLE_BYTES, 4, 32) < 600
+    (yd, _, gwd, gbd), (ys, _, gws, gbs) = dense_and_sparse(x, w, b, x_grad=False)
+    for got, want in ((ys, yd), (gws, gwd), (gbs, gbd)):
+        err = (got - want).abs().max() / want.abs().max()
+        assert err < 1e-5, err
+
+
+def test_weighted_non_binary_input_equals_dense():
+    x = spikes(90, 40, density=0.2) * torch.randn(90, 40, dtype=torch.float64)
+    w, b = weights(30, 40)
+    active = sp.find_active(x)
+    assert active.values is not None
+    (yd, gxd, gwd, gbd), (ys, gxs, gws, gbs) = dense_and_sparse(x, w, b, x_grad=True, active=active)
+    for got, want in ((ys, yd), (gxs, gxd), (gws, gwd), (gbs, gbd)):
+        torch.testing.assert_close(got, want, rtol=0, atol=1e-12)
+
+
+def test_no_bias_and_inference_mode():
+    x = spikes(50, 20, density=0.2)
+    w, _ = weights(10, 20)
+    with torch.no_grad():
+        torch.testing.assert_close(sp.sparse_linear(x, w), x @ w.t(), rtol=0, atol=1e-12)
+
+
+def test_find_active_coordinates_and_binary_flag():
+    x = torch.tensor([[0.0, 1.0, 0.0], [1.0, 0.0, 1.0]])
+    a = sp.find_active(x)
+    assert a.index.tolist() == [1, 3, 5]
+    assert a.rows.tolist() == [0, 1, 1] and a.cols.tolist() == [1, 0, 2]
+    assert a.values is None and a.shape == (2, 3) and a.density == pytest.approx(0.5)
+    x[1, 2] = 2.0
+    assert sp.find_active(x).values.tolist() == [1.0, 1.0, 2.0]
+
+
+def test_choose_by_density_binary_dtype_and_device():
+    sparse_x = spikes(400, 100, density=0.05, dtype=torch.float32)
+    assert sp.choose(sparse_x, 0.2) is not None
+    assert sp.choose(sparse_x, 0.04) is None  # exact density 0.05 >= threshold
+    assert sp.choose(spikes(400, 100, density=0.6, dtype=torch.float32), 0.2) is None  # dense: estimate only
+    assert sp.choose(sparse_x * 0.5, 0.2) is None  # not binary
+    assert sp.choose(sparse_x.to(torch.int64), 0.2) is None  # unsupported dtype
+    assert sp.choose(sparse_x, 0.0) is None
+    assert sp.default_threshold("cuda") == 0.0 and sp.default_threshold("cpu") > 0.0
+    assert sp.choose(sparse_x) is not None  # CPU default threshold admits 5 % density
+
+
+def test_sparse_linear_errors_name_arguments():
+    x = spikes(4, 3, density=0.5, dtype=torch.float32)
+    with pytest.raises(SpikeforgeError, match="weight"):
+        sp.sparse_linear(x, torch.zeros(2, 5))
+    with pytest.raises(SpikeforgeError, match="dtype"):
+        sp.sparse_linear(x, torch.zeros(2, 3, dtype=torch.float64))
+    with pytest.raises(SpikeforgeError, match="active"):
+        sp.sparse_linear(x, torch.zeros(2, 3), active=sp.find_active(x[:2]))
+    with pytest.raises(SpikeforgeError, match="2-D"):
+        sp.find_active(x[0])
+
+
+def test_linear_modes_equal_and_false_is_plain_nn_linear():
+    torch.manual_seed(0)
+    x = spikes(20, 6, 64, density=0.1, dtype=torch.float32)
+    layers = {mode: Linear(64, 32, sparse=mode) for mode in ("auto", True, False)}
+    ref = nn.Linear(64, 32)
+    for layer in layers.values():
+        layer.load_state_dict(layers[False].state_dict())
+    ref.load_state_dict(layers[False].module.state_dict())
+    out = {}
+    for mode, layer in layers.items():
+        y, state = layer(x)
+        assert state is None
+        y.square().sum().backward()
+        out[mode] = (y.detach(), layer.weight.grad.clone(), layer.bias.grad.clone())
+    y_ref = ref(x.reshape(-1, 64)).reshape(20, 6, 32)
+    y_ref.square().sum().backward()
+    # sparse=False is exactly the old dense path: bit-identical to torch.nn.Linear.
+    assert torch.equal(out[False][0], y_ref.detach())
+    assert torch.equal(out[False][1], ref.weight.grad) and torch.equal(out[False][2], ref.bias.grad)
+    for mode in ("auto", True):
+        for got, want in zip(out[mode], out[False], strict=True):
+            assert ((got - want).abs().max() / want.abs().max()) < 1e-5
+
+
+def test_linear_auto_uses_sparse_only_when_it_should(monkeypatch):
+    calls = []
+    real = sp.sparse_linear
+    import spikeforge.nn.layers as layers_mod
+
+    monkeypatch.setattr(layers_mod, "sparse_linear", lambda *a, **k: calls.append(1) or real(*a, **k))
+    layer = Linear(50, 8, sparse_threshold=0.3)
+    layer(spikes(10, 4, 50, density=0.1, dtype=torch.float32))
+    assert calls == [1]
+    layer(torch.randn(10, 4, 50))  # analog input: dense
+    layer(spikes(10, 4, 50, density=0.5, dtype=torch.float32))  # too dense
+    Linear(50, 8, sparse=False)(spikes(10, 4, 50, density=0.1, dtype=torch.float32))
+    assert calls == [1]
+
+
+def test_linear_option_errors_and_repr():
+    with pytest.raises(SpikeforgeError, match="sparse must be"):
+        Linear(3, 2, sparse="yes")
+    with pytest.raises(SpikeforgeError, match="sparse_threshold"):
+        Linear(3, 2, sparse_threshold=1.5)
+    assert "sparse_threshold=0.2" in repr(Linear(3, 2, sparse_threshold=0.2))
+    with pytest.raises(SpikeforgeError, match="could not take input"):
+        Linear(3, 2)(torch.zeros(4, 2, 5))
+
+
+def test_network_gradients_through_sparse_hidden_layer_equal_dense():
+    # Hidden spikes feed a second sparse Linear whose input requires grad (surrogate path through LIF).
+    torch.manual_seed(3)
+    x = spikes(30, 4, 40, density=0.15, dtype=torch.float64)
+    nets = {}
+    for mode in (True, False):
+        torch.manual_seed(3)
+        nets[mode] = Sequential(Linear(40, 64, sparse=mode), LIF(5e-3, v_th=0.3),
+                                Linear(64, 10, sparse=mode)).double()
+    grads = {}
+    for mode, net in nets.items():
+        y, _ = net(x)
+        y.sum().backward()
+        grads[mode] = [p.grad for p in net.parameters()]
+    for got, want in zip(grads[True], grads[False], strict=True):
+        torch.testing.assert_close(got, want, rtol=0, atol=1e-10)
+
+
+def test_negative_zero_is_exact_and_not_binary():
+    x = torch.tensor([[0.0, 1.0, -0.0], [1.0, 0.0, 1.0]], dtype=torch.float64)
+    w, b = weights(4, 3)
+    active = sp.find_active(x)
+    assert active.values is not None  # -0.0 is found by its bit pattern: not treated as a spike
+    assert sp.choose(x, 0.9) is None
+    torch.testing.assert_close(sp.sparse_linear(x, w, b), x @ w.t() + b, rtol=0, atol=1e-12)
+
+
+def test_linear_rejects_non_finite_input_on_both_paths():
+    x = spikes(5, 2, 16, density=0.1, dtype=torch.float32)
+    x[1, 0, 3] = float("nan")
+    for mode in ("auto", True, False):
+        with pytest.raises(SpikeforgeError, match="finite|NaN"):
+            Linear(16, 4, sparse=mode)(x)
+
+
+def test_native_kernels_build_where_the_fused_scans_do():
+    from spikeforge.kernels import cpu_scan
+
+    if cpu_scan.available():
+        assert sp._native()
