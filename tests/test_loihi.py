@@ -151,6 +151,7 @@ def test_emulator_batches_and_rejects_bad_input():
         _cfg(dataclasses.replace(layer, vth=1 << 17), n_in=2)
 
 
+@pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
 def test_emulator_gpu_equals_cpu():
     torch.manual_seed(0)

@@ -240,5 +240,7 @@ def test_cli_errors(tmp_path, tiny_config):
 def test_cli_demo_runs(tmp_path):
     res = _cli("demo", "--epochs", "1", "--out", str(tmp_path / "demo"))
     assert res.returncode == 0, res.stderr
-    assert "test accuracy" in res.stdout and "spikes per sample" in res.stdout
+    for line in ("float model accuracy", "on the chip", "power estimate", "spikes per sample"):
+        assert line in res.stdout, res.stdout
     assert (tmp_path / "demo" / "raster.png").is_file()
+    assert (tmp_path / "demo" / "deploy-xylo-audio2" / "chip_config.npz").is_file()

@@ -151,3 +151,18 @@ def test_emulator_matches_xylosim_on_random_configs():
             assert set(ref) <= set(rec)
             for key, value in ref.items():
                 np.testing.assert_array_equal(rec[key][:, b].numpy(), value, err_msg=f"config {i} sample {b}: {key}")
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+def test_emulator_gpu_equals_cpu_on_random_configs():
+    """The CUDA path (dense products, no CSR) gives the CPU path's integers, spike for spike and state for state."""
+    rng = np.random.default_rng(5)
+    for i in range(12):
+        cfg = random_config(rng, XYLO_AUDIO2 if i % 2 == 0 else XYLO_IMU, max_hidden=200)
+        x = torch.as_tensor(random_input(rng, 40, 8, cfg.n_in))
+        out_c, rec_c = XyloEmulator(cfg).run(x)
+        out_g, rec_g = XyloEmulator(cfg, device="cuda").run(x.cuda())
+        assert torch.equal(out_c, out_g.cpu()), i
+        for key in rec_c:
+            assert torch.equal(rec_c[key], rec_g[key].cpu()), (i, key)

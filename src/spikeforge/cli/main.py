@@ -1,4 +1,4 @@
-"""The ``spikeforge`` command: ``train``, ``evaluate`` and ``demo``."""
+"""The ``spikeforge`` command: ``train``, ``evaluate``, ``deploy`` and ``demo``."""
 
 from __future__ import annotations
 
@@ -15,8 +15,8 @@ from ..core.checks import SpikeforgeError
 
 __all__ = ["main"]
 
-#: the demo trains the configs/yinyang.yaml recipe for this many epochs (the full recipe runs longer).
-DEMO_EPOCHS = 40
+#: the demo trains the configs/yinyang-xylo.yaml recipe for this many epochs (the last third quantisation-aware).
+DEMO_EPOCHS = 60
 
 
 def _parse_set(items: list[str]) -> dict[str, Any]:
@@ -75,24 +75,57 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_deploy(args: argparse.Namespace) -> int:
+    from .deploy import deploy, format_report
+
+    report = deploy(args.checkpoint, args.target, out=args.out, split=args.split, limit=args.limit,
+                    device=args.device, root=args.root, clock_hz=args.clock_hz,
+                    energy_per_cycle=args.energy_per_cycle, progress=not args.quiet)
+    print(format_report(report))
+    if args.json:
+        from ..train.checkpoint import dump_json
+
+        dump_json(args.json, report)
+    return 0
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from ..train.config import load_config
     from ..train.trainer import Trainer
+    from .deploy import deploy
 
-    config = Path(__file__).resolve().parent.parent / "configs" / "yinyang.yaml"
-    overrides: dict[str, Any] = {"output.dir": args.out, "train.epochs": args.epochs, "device": "cpu"}
+    config = Path(__file__).resolve().parent.parent / "configs" / "yinyang-xylo.yaml"
+    epochs = args.epochs
+    if epochs < 1:
+        raise SpikeforgeError(f"--epochs must be >= 1, got {epochs}.")
+    overrides: dict[str, Any] = {"output.dir": args.out, "train.epochs": epochs, "device": "cpu",
+                                 "quantise.start_epoch": (2 * epochs) // 3}
     cfg = load_config(config, overrides)
-    print(f"spikeforge demo: training a spiking network on Yin-Yang ({cfg.train.epochs} epochs, CPU)")
+    print(f"spikeforge demo: training a spiking network on Yin-Yang for the Xylo-like chip ({epochs} epochs, "
+          f"the last {epochs - cfg.quantise.start_epoch} quantisation-aware, CPU)")
     start = time.perf_counter()
     trainer = Trainer(cfg)
     final = trainer.fit()
     plots = trainer.plot()
+    trained = time.perf_counter() - start
+    ckpt = Path(cfg.output.dir) / "last.pt"
+    print("deploying to the Xylo Audio 2-like target (bit-accurate emulator) ...")
+    r = deploy(ckpt, "xylo-audio2", progress=cfg.output.progress)
+    acc, cost = r["accuracy"], r["cost"]
     wall = time.perf_counter() - start
     print()
-    print(f"test accuracy        : {100 * final['test_acc']:.2f} %  (published test split, 1000 samples)")
-    print(f"spikes per sample    : {final['spikes_per_sample']:.1f}")
-    print(f"wall time            : {wall:.1f} s")
-    print(f"checkpoint           : {Path(cfg.output.dir) / 'last.pt'}")
+    print(f"float model accuracy : {100 * acc['float']:.2f} %  (published test split, 1000 samples)")
+    print(f"on the chip          : {100 * acc['chip_emulator']:.2f} %  (Xylo-like emulator, int8 weights, "
+          f"int16 states)")
+    print(f"spikes per sample    : {final['spikes_per_sample']:.1f} (float), "
+          f"{r['spikes_per_sample']['chip_emulator']:.1f} (chip)")
+    print(f"power estimate       : {1e6 * cost['dynamic_power_w']:.1f} µW dynamic, "
+          f"{1e6 * cost['total_power_w']:.1f} µW with idle; {1e9 * cost['energy_per_sample_j']:.0f} nJ per "
+          f"sample (energy per cycle and clock are assumptions: docs/targets/xylo.md)")
+    print(f"wall time            : {wall:.1f} s ({trained:.1f} s training)")
+    print(f"checkpoint           : {ckpt}")
+    for name, path in r["files"].items():
+        print(f"{name:<21}: {path}")
     for name, path in plots.items():
         print(f"plot ({name:<15}): {path}")
     return 0
@@ -120,10 +153,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", help="also write the result as JSON here")
     p.set_defaults(func=_cmd_evaluate)
 
-    p = sub.add_parser("demo", help="train a Yin-Yang network on the CPU and report the result")
+    p = sub.add_parser("deploy", help="compile a checkpoint for a chip, emulate it, report accuracy and cost")
+    p.add_argument("checkpoint", help="a checkpoint written by 'spikeforge train' (last.pt/best.pt)")
+    p.add_argument("--target", default="xylo-audio2", choices=("xylo-audio2", "xylo-imu", "loihi"))
+    p.add_argument("--out", help="folder for the chip config, NIR file and report (default: next to the checkpoint)")
+    p.add_argument("--json", help="also write the report as JSON here")
+    p.add_argument("--split", default="test", choices=("train", "validation", "test"))
+    p.add_argument("--limit", type=int, help="evaluate only the first N samples")
+    p.add_argument("--device", default="cpu", help="where the emulator runs (cpu or cuda)")
+    p.add_argument("--root", help="data folder (overrides data.root)")
+    p.add_argument("--clock-hz", type=float, help="Xylo: master clock for the latency estimate (assumption)")
+    p.add_argument("--energy-per-cycle", type=float, help="Xylo: joules per clock cycle (assumption)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_deploy)
+
+    p = sub.add_parser("demo", help="train Yin-Yang for the Xylo-like chip, deploy it, report accuracy and power")
     p.add_argument("--out", default="runs/demo", help="output folder (default runs/demo)")
     p.add_argument("--epochs", type=int, default=DEMO_EPOCHS,
-                   help=f"epochs of the configs/yinyang.yaml recipe (default {DEMO_EPOCHS}, under 3 minutes)")
+                   help=f"epochs of the configs/yinyang-xylo.yaml recipe (default {DEMO_EPOCHS}, about 2 minutes)")
     p.set_defaults(func=_cmd_demo)
     return parser
 

@@ -6,7 +6,7 @@ Static inputs are ``[B, *features]``; sequences are time-major ``[T, B, *feature
 
 from spikeforge.encode.delta import Delta, delta
 from spikeforge.encode.latency import Latency, latency, latency_times
-from spikeforge.encode.rate import ConstantCurrent, Poisson, constant_current, poisson
+from spikeforge.encode.rate import ConstantCurrent, EventCounts, Poisson, constant_current, event_counts, poisson
 from spikeforge.encode.readout import (
     READOUTS,
     FirstSpikeTime,
@@ -24,6 +24,7 @@ __all__ = [
     "READOUTS",
     "ConstantCurrent",
     "Delta",
+    "EventCounts",
     "FirstSpikeTime",
     "Latency",
     "MaxMembrane",
@@ -33,6 +34,7 @@ __all__ = [
     "constant_current",
     "decode",
     "delta",
+    "event_counts",
     "first_spike_time",
     "latency",
     "latency_times",

@@ -173,6 +173,8 @@ def _neuron(where: str, cls: type[Neuron], values: dict[str, Any], node: Any, c:
         if c.ours:
             kw.update(reset=str(meta.get("reset", "value")), detach_reset=bool(meta.get("detach_reset", True)),
                       refractory=int(meta.get("refractory_steps", 0)) * c.dt)
+            if int(meta.get("max_spikes", 1)) != 1:
+                kw["max_spikes"] = int(meta["max_spikes"])
             if "surrogate" in meta:
                 kw.update(surrogate=str(meta["surrogate"]), surrogate_scale=float(meta["surrogate_scale"]))
         else:
@@ -554,6 +556,11 @@ def _strict_check(graph: nir.NIRGraph, prefix: str = "") -> None:
             raise SpikeforgeError(
                 f"{where}: refractory period of {int(meta['refractory_steps'])} steps, which NIR cannot express. "
                 f"With strict=True build the neuron with refractory=0."
+            )
+        if int(meta.get("max_spikes", 1)) > 1:
+            raise SpikeforgeError(
+                f"{where}: up to {int(meta['max_spikes'])} spikes per step, which NIR cannot express (its neurons "
+                f"emit binary spikes). With strict=True build the neuron with max_spikes=1."
             )
 
 

@@ -31,7 +31,8 @@ layer's shape), as NIR's type checks require.
 Metadata. The graph's: ``generator`` (``"spikeforge <version>"``), ``dt`` (seconds) and
 ``discretisation`` (``"exp"`` here; see :mod:`spikeforge.export.nir` for ``"euler"``). Each node's:
 ``layer`` (the spikeforge class), and for neurons ``dt``, ``reset`` (``"subtract"``, ``"value"``,
-``"none"``), ``refractory_steps``, ``detach_reset``, ``surrogate``, ``surrogate_scale``, ``learn``
+``"none"``), ``refractory_steps``, ``detach_reset``, ``surrogate``, ``surrogate_scale``, ``max_spikes``
+(written only when above 1), ``learn``
 (comma-separated names), ``size`` and ``param_ndim`` (each parameter's own rank, so that a scalar
 comes back as a scalar). NIR itself resets to ``v_reset`` and has no refractoriness: other tools that
 read the graph ignore this metadata, so a neuron with ``reset="subtract"`` or a refractory period runs
@@ -148,6 +149,8 @@ def _neuron_node(where: str, layer: Neuron, shape: tuple[int, ...]) -> nir.NIRNo
         meta.update(reset=spec.reset, refractory_steps=int(spec.refractory),
                     detach_reset=bool(spec.detach_reset), surrogate=spec.surrogate.name,
                     surrogate_scale=float(spec.surrogate.scale))
+        if spec.max_spikes != 1:
+            meta["max_spikes"] = int(spec.max_spikes)
     one = np.ones(shape, dtype=np.float32)
     if isinstance(layer, LIF):
         return nir.LIF(r=one, **values, metadata=meta)

@@ -14,21 +14,38 @@ from .loihi import LOIHI_TARGETS, LoihiConfig, LoihiEmulator, LoihiSpec
 from .loihi import compile as compile_loihi
 from .xylo import XYLO_TARGETS, XyloConfig, XyloEmulator, XyloSpec
 from .xylo import compile as compile_xylo
+from .xylo import dequantised as dequantised_xylo
 
 TARGETS = {**XYLO_TARGETS, **LOIHI_TARGETS}
 
 
-def compile(graph, target: str = "xylo-audio2"):  # noqa: A001 - the public name of the operation
+def compile(graph, target: str = "xylo-audio2", peaks: dict | None = None):  # noqa: A001 - the operation's name
     """Compile ``graph`` for ``target`` (one of :data:`TARGETS`); see :func:`spikeforge.targets.xylo.compile`
-    and :func:`spikeforge.targets.loihi.compile`."""
+    and :func:`spikeforge.targets.loihi.compile`. ``peaks``: state-range calibration (Xylo targets only; the
+    Loihi quantiser keeps a fixed headroom instead)."""
     from ..core.checks import SpikeforgeError
 
     if target not in TARGETS:
         raise SpikeforgeError(f"unknown target {target!r}; known targets: {', '.join(sorted(TARGETS))}.")
     if target in LOIHI_TARGETS:
         return compile_loihi(graph, target=target)
-    return compile_xylo(graph, target=target)
+    return compile_xylo(graph, target=target, peaks=peaks)
+
+
+def dequantised(graph, target: str = "xylo-audio2", peaks: dict | None = None):
+    """``(config, values)``: the compiled config and, per neuron node, the float values its integers stand for
+    (weights, thresholds, drives, time constants). The forward pass of quantisation-aware training; built
+    for the Xylo targets (the Loihi target's quantiser has no inverse here yet)."""
+    from ..core.checks import SpikeforgeError
+
+    if target not in TARGETS:
+        raise SpikeforgeError(f"unknown target {target!r}; known targets: {', '.join(sorted(TARGETS))}.")
+    if target in LOIHI_TARGETS:
+        raise SpikeforgeError(f"quantisation-aware training is built for the Xylo targets "
+                              f"({', '.join(XYLO_TARGETS)}), not {target!r}; deploy to Loihi uses post-training "
+                              f"quantisation.")
+    return dequantised_xylo(graph, target=target, peaks=peaks)
 
 
 __all__ = ["TARGETS", "LoihiConfig", "LoihiEmulator", "LoihiSpec", "XyloConfig", "XyloEmulator", "XyloSpec",
-           "compile"]
+           "compile", "dequantised"]

@@ -40,6 +40,7 @@ class FloatLayer:
     reset: str = "value"
     refractory: int = 0
     weight_node: str = ""
+    max_spikes: int = 1                   # spikes per step the model lets a neuron emit
 
     @property
     def size(self) -> int:
@@ -139,7 +140,8 @@ def layer_fields(name: str, node, w_node, w_name: str, words: Wording, w_rec=Non
         v_leak = flat(node.v_leak, n)
     return dict(name=name, kind=type(node).__name__, weight=weight, bias=bias, w_rec=w_rec, tau_mem=tau_mem,
                 tau_syn=tau_syn, v_th=v_th, v_leak=v_leak, reset=str(meta.get("reset", "value")),
-                refractory=int(meta.get("refractory_steps", 0)), weight_node=w_name)
+                refractory=int(meta.get("refractory_steps", 0)), weight_node=w_name,
+                max_spikes=int(meta.get("max_spikes", 1)))
 
 
 def finite(net: FloatNet, spec) -> None:

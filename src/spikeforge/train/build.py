@@ -119,6 +119,16 @@ def validate_config(cfg: Any) -> None:
     if not cfg.model.layers:
         raise SpikeforgeError("model.layers is empty; list at least one layer.")
     _layer_specs(cfg.model.layers)
+    q = cfg.quantise
+    if q.target is not None:
+        from ..targets.xylo import XYLO_TARGETS
+
+        if q.target not in XYLO_TARGETS:
+            raise SpikeforgeError(f"quantise.target must be one of {', '.join(XYLO_TARGETS)} (targets with "
+                                  f"quantisation-aware training) or null, got {q.target!r}.")
+        if not 0 <= q.start_epoch < cfg.train.epochs:
+            raise SpikeforgeError(f"quantise.start_epoch must be in 0..{cfg.train.epochs - 1} (train.epochs is "
+                                  f"{cfg.train.epochs}), got {q.start_epoch}.")
 
 
 def build_model(model_cfg: Any, in_shape: tuple[int, ...], n_out: int | None = None) -> snn.Sequential:

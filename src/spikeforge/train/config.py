@@ -58,14 +58,17 @@ class EncodingConfig:
     """How static samples become input sequences ``[T, B, features]``.
 
     ``type``: ``current`` (the value injected as a constant current at every step), ``poisson``
-    (Bernoulli spikes with probability ``gain * value`` per step) or ``latency`` (one spike per
-    input, larger values earlier). ``steps``: number of time steps T. ``bias``: append a constant
-    input channel of value 1 (a bias neuron, as in the Yin-Yang papers)."""
+    (Bernoulli spikes with probability ``gain * value`` per step), ``latency`` (one spike per
+    input, larger values earlier) or ``events`` (``round(gain * value)`` input events per step, at most
+    ``max_events``: the integer input of an event-driven chip such as Xylo). ``steps``: number of time
+    steps T. ``bias``: append a constant input channel of value 1 (a bias neuron, as in the Yin-Yang
+    papers)."""
 
     type: str = "current"
     steps: int = 30
     gain: float = 1.0
     bias: bool = False
+    max_events: int = 15
 
 
 @dataclass
@@ -132,6 +135,17 @@ class TrainConfig:
 
 
 @dataclass
+class QuantiseConfig:
+    """Quantisation-aware training (QAT) for a chip. From epoch ``start_epoch`` (0-based) on, the forward
+    pass uses the values the chip will hold -- weights, thresholds, biases and time constants quantised by
+    the target's own quantiser (:func:`spikeforge.targets.dequantised`) -- with straight-through gradients
+    to the float weights. ``target``: ``xylo-audio2`` or ``xylo-imu``; ``null`` trains in float."""
+
+    target: str | None = None
+    start_epoch: int = 0
+
+
+@dataclass
 class OutputConfig:
     """Where results go: ``dir`` (checkpoints, ``log.csv``/``log.json``, plots), ``plots``,
     ``progress`` (a progress bar per epoch)."""
@@ -151,6 +165,7 @@ class Config:
     encoding: EncodingConfig = field(default_factory=EncodingConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    quantise: QuantiseConfig = field(default_factory=QuantiseConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
 
 

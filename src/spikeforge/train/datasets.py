@@ -67,7 +67,7 @@ def load_splits(data_cfg) -> Splits:
 
 def encode_batch(x: Tensor, enc_cfg, generator: torch.Generator | None) -> Tensor:
     """Turn static samples ``[B, *features]`` into an input sequence ``[T, B, *features(+1)]``."""
-    from ..encode import constant_current, latency, poisson
+    from ..encode import constant_current, event_counts, latency, poisson
 
     if enc_cfg.type == "current":
         seq = constant_current(x, enc_cfg.steps) * enc_cfg.gain
@@ -75,9 +75,11 @@ def encode_batch(x: Tensor, enc_cfg, generator: torch.Generator | None) -> Tenso
         seq = poisson(x, enc_cfg.steps, gain=enc_cfg.gain, generator=generator)
     elif enc_cfg.type == "latency":
         seq = latency(x, enc_cfg.steps)
+    elif enc_cfg.type == "events":
+        seq = event_counts(x, enc_cfg.steps, gain=enc_cfg.gain, max_events=enc_cfg.max_events)
     else:
         raise SpikeforgeError(
-            f"encoding.type must be 'current', 'poisson' or 'latency', got {enc_cfg.type!r}."
+            f"encoding.type must be 'current', 'poisson', 'latency' or 'events', got {enc_cfg.type!r}."
         )
     if enc_cfg.bias:
         seq = torch.cat([seq, seq.new_ones(*seq.shape[:-1], 1)], dim=-1)

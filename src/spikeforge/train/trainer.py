@@ -36,6 +36,7 @@ from .checkpoint import dump_json, load_checkpoint, save_checkpoint
 from .config import Config, config_from_dict, config_to_dict
 from .datasets import Splits, encode_batch, encoded_shape, load_splits
 from .losses import cross_entropy, logits_from_output, rate_regularizer
+from .qat import QuantisedModel
 
 __all__ = ["Trainer", "count_spikes", "spiking_outputs"]
 
@@ -95,6 +96,11 @@ def _generator(*keys: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
+def eval_generator(seed: int, batch: int) -> torch.Generator:
+    """The generator that encodes evaluation batch ``batch`` (so every evaluation sees the same inputs)."""
+    return _generator(seed, 10**6, 3, batch)
+
+
 class Trainer:
     """Train and evaluate a network described by a :class:`~spikeforge.train.config.Config`.
 
@@ -116,6 +122,9 @@ class Trainer:
         torch.manual_seed(cfg.seed)
         in_shape = encoded_shape(self.splits.in_shape, cfg.encoding)
         self.model = build_model(cfg.model, in_shape, self.splits.n_classes).to(self.device)
+        self.in_shape = in_shape
+        # Quantisation-aware training: compiled for the target now, so a model that does not fit fails at once.
+        self.qat = QuantisedModel(self.model, in_shape, cfg.quantise.target) if cfg.quantise.target else None
         self.optimizer = self._make_optimizer()
         self.scheduler = self._make_scheduler()
         self.epoch = 0
@@ -161,6 +170,8 @@ class Trainer:
             "history": self.history,
             "best_val": self.best_val,
             "rng": torch.get_rng_state(),
+            "qat_peaks": ({k: [torch.from_numpy(a) for a in v] for k, v in self.qat.peaks.items()}
+                          if self.qat is not None and self.qat.peaks is not None else None),
         }
 
     def _restore(self, ck: dict[str, Any]) -> None:
@@ -172,6 +183,8 @@ class Trainer:
         self.history = list(ck["history"])
         self.best_val = float(ck["best_val"])
         torch.set_rng_state(ck["rng"].cpu())
+        if self.qat is not None and ck.get("qat_peaks"):
+            self.qat.peaks = {k: tuple(t.numpy() for t in v) for k, v in ck["qat_peaks"].items()}
 
     def _save(self, name: str) -> None:
         if self.world.main:
@@ -190,8 +203,16 @@ class Trainer:
         start = w.rank * per + min(w.rank, extra)
         return slice(start, start + per + (1 if w.rank < extra else 0))
 
-    def _forward(self, x: Tensor, y: Tensor):
-        out, _, outs = self.model.layer_outputs(x)
+    def quantised(self, *, training: bool = False) -> bool:
+        """Whether the forward pass uses the target's quantised values now: QAT runs from epoch
+        ``quantise.start_epoch`` on; evaluation uses them once at least one QAT epoch has run."""
+        if self.qat is None:
+            return False
+        start = self.cfg.quantise.start_epoch
+        return self.epoch >= start if training else self.epoch > start
+
+    def _forward(self, x: Tensor, y: Tensor, *, quantised: bool = False):
+        out, _, outs = self.qat(x) if quantised else self.model.layer_outputs(x)
         spikes = spiking_outputs(self.model, outs)
         loss_cfg = self.cfg.train.loss
         per_sample = cross_entropy(out, y, loss_cfg.readout, logit_scale=loss_cfg.logit_scale)
@@ -207,6 +228,7 @@ class Trainer:
         n = len(y_all)
         order = torch.randperm(n, generator=_generator(cfg.seed, self.epoch, 1))
         self.model.train()
+        qat = self.quantised(training=True)
         bs = cfg.train.batch_size
         totals = torch.zeros(3, dtype=torch.float64)  # loss sum, correct, count
         bar = tqdm(total=math.ceil(n / bs), desc=f"epoch {self.epoch + 1}/{cfg.train.epochs}",
@@ -220,7 +242,7 @@ class Trainer:
             yb = y_all[idx][part].to(self.device)
             self.optimizer.zero_grad(set_to_none=False)
             if len(yb):
-                out, per_sample, _ = self._forward(xb, yb)
+                out, per_sample, _ = self._forward(xb, yb, quantised=qat)
                 loss = per_sample.sum() / len(idx)
                 loss.backward()
                 pred = logits_from_output(out.detach(), cfg.train.loss.readout).argmax(dim=1)
@@ -246,23 +268,30 @@ class Trainer:
         return {"train_loss": float(totals[0] / totals[2]), "train_acc": float(totals[1] / totals[2])}
 
     @torch.no_grad()
-    def evaluate(self, split: str = "test") -> dict[str, float]:
-        """Loss, accuracy and mean spikes per sample on ``"train"``, ``"validation"`` or ``"test"``."""
+    def evaluate(self, split: str = "test", *, quantised: bool | None = None) -> dict[str, float]:
+        """Loss, accuracy and mean spikes per sample on ``"train"``, ``"validation"`` or ``"test"``.
+
+        ``quantised``: run with the QAT target's values (default: as training does by now, see
+        :meth:`quantised`); ``False`` evaluates the float weights."""
         data = getattr(self.splits, split, None)
         if data is None:
             raise SpikeforgeError(f"split {split!r} is not available; this run has "
                                   f"{[s for s in ('train', 'validation', 'test') if getattr(self.splits, s)]}.")
         cfg = self.cfg
         self.model.eval()
+        if quantised is None:
+            quantised = self.quantised()
+        elif quantised and self.qat is None:
+            raise SpikeforgeError("quantised=True needs a QAT target: set quantise.target in the config.")
         x_all, y_all = data
         totals = torch.zeros(4, dtype=torch.float64)  # loss, correct, count, spikes
         for k, idx in self._batches(len(y_all), cfg.train.eval_batch_size, None):
             part = self._local(idx)
             if part.stop <= part.start:
                 continue
-            seq = encode_batch(x_all[idx], cfg.encoding, _generator(cfg.seed, 10**6, 3, k))
+            seq = encode_batch(x_all[idx], cfg.encoding, eval_generator(cfg.seed, k))
             xb, yb = seq[:, part].to(self.device), y_all[idx][part].to(self.device)
-            out, per_sample, spikes = self._forward(xb, yb)
+            out, per_sample, spikes = self._forward(xb, yb, quantised=quantised)
             pred = logits_from_output(out, cfg.train.loss.readout).argmax(dim=1)
             n_spk = count_spikes(spikes).sum().item() if spikes else 0.0
             totals += torch.tensor([per_sample.sum().item(), (pred == yb).sum().item(), len(yb), n_spk],

@@ -76,10 +76,31 @@ def delays(net: FloatNet, spec: LoihiSpec) -> None:
                                   f"most {spec.max_delay}.")
 
 
-RULES = [neuron_count, neuron_kinds, reset_to_zero, thresholds, refractory, delays, finite]
+def binary_spikes(net: FloatNet, spec: LoihiSpec) -> None:
+    for layer in net.layers:
+        if layer.max_spikes > 1:
+            raise SpikeforgeError(f"layer {layer.name!r} emits up to {layer.max_spikes} spikes per step; {spec.name} "
+                                  f"neurons emit binary spikes (graded spikes are not emulated). Use max_spikes=1.")
+
+
+RULES = [neuron_count, neuron_kinds, reset_to_zero, thresholds, refractory, delays, binary_spikes, finite]
 
 
 def check(net: FloatNet, spec: LoihiSpec) -> None:
     """Run every rule in :data:`RULES`; the first that fails raises."""
     for rule in RULES:
         rule(net, spec)
+
+
+def usage(config) -> list[dict]:
+    """The fit report of a compiled :class:`~.quantise.LoihiConfig`: each limited resource, how much of it the
+    network uses and the chip's limit."""
+    spec = config.spec
+    rows = [("neurons (compartments)", sum(layer.size for layer in config.layers), spec.max_neurons),
+            ("cores (at 1024 compartments each)",
+             sum(-(-layer.size // spec.compartments_per_core) for layer in config.layers), spec.n_cores)]
+    for layer in config.layers:
+        rows.append((f"layer {layer.name}: weight exponent", layer.weight_exp, spec.weight_exp_max))
+        rows.append((f"layer {layer.name}: largest delay (steps)", int(np.max(layer.delay, initial=0)),
+                     spec.max_delay))
+    return [{"resource": r, "used": int(u), "limit": int(lim)} for r, u, lim in rows]

@@ -21,11 +21,11 @@ import numpy as np
 
 from ...core.checks import SpikeforgeError
 from .. import graph_reader as gr
-from .quantise import XyloConfig, quantise
+from .quantise import XyloConfig, dequantise, quantise
 from .rules import check
 from .spec import XYLO_TARGETS, XyloSpec
 
-__all__ = ["FloatLayer", "FloatNet", "compile", "read_graph"]
+__all__ = ["FloatLayer", "FloatNet", "compile", "dequantised", "read_graph"]
 
 _WORDS = gr.Wording(mapper="Xylo", chip="Xylo", matrix="Xylo", readout="the output layer")
 
@@ -86,16 +86,22 @@ def read_graph(graph: nir.NIRGraph) -> FloatNet:
     return net
 
 
-def compile(graph: nir.NIRGraph, target: str | XyloSpec = "xylo-audio2") -> XyloConfig:  # noqa: A001
+def compile(graph: nir.NIRGraph, target: str | XyloSpec = "xylo-audio2",  # noqa: A001
+            peaks: dict[str, tuple] | None = None) -> XyloConfig:
     """Check ``graph`` against ``target``'s rules, quantise it, and return the frozen chip config.
 
     Args:
         graph: from :func:`spikeforge.graph.extract_graph`.
         target: ``"xylo-audio2"``, ``"xylo-imu"`` or a :class:`XyloSpec` (e.g. with changed assumptions).
+        peaks: calibration of the state ranges (see :func:`~.quantise.quantise`), per neuron node name.
 
     Raises:
         SpikeforgeError: naming the limit and the offending node when the graph does not fit.
     """
+    return _compile(graph, target, peaks)[0]
+
+
+def _compile(graph: nir.NIRGraph, target: str | XyloSpec, peaks=None) -> tuple[XyloConfig, FloatNet]:
     if isinstance(target, str):
         if target not in XYLO_TARGETS:
             raise SpikeforgeError(f"unknown Xylo target {target!r}; known: {', '.join(XYLO_TARGETS)}.")
@@ -104,4 +110,15 @@ def compile(graph: nir.NIRGraph, target: str | XyloSpec = "xylo-audio2") -> Xylo
         spec = target
     net = read_graph(graph)
     check(net, spec)
-    return quantise(net, spec)
+    return quantise(net, spec, peaks), net
+
+
+def dequantised(graph: nir.NIRGraph, target: str | XyloSpec = "xylo-audio2", peaks: dict[str, tuple] | None = None):
+    """Compile ``graph`` and return ``(config, values)``: ``values`` maps each neuron node of the graph to the
+    float values its integers stand for (:func:`~.quantise.dequantise`), keyed also by the name of the
+    weight node that feeds it (``"weight_node"``). Quantisation-aware training runs the model with them."""
+    config, net = _compile(graph, target, peaks)
+    values = dequantise(config, net)
+    for layer in net.layers:
+        values[layer.name]["weight_node"] = layer.weight_node
+    return config, values

@@ -103,6 +103,8 @@ class _Synapses:
         self.c, self.m = w.shape
         self.chunk = chunk
         self._buf = None  # the products, reused from step to step
+        self._ws: dict[str, Tensor] | None = None  # the sums, likewise (eager mode)
+        self.compiled = compiled
         self.small = 8192  # on CPU, this many contributions or fewer are added one by one in Python (no op overheads)
         self._sum = torch.compile(_sum_and_check, dynamic=False) if compiled else _sum_and_check
         bound = int((caps[:, None].long() * w.abs().long()).sum(0).max()) if w.numel() else 0
@@ -137,21 +139,41 @@ class _Synapses:
         if self._buf is None or self._buf.shape[1] != counts.shape[1]:
             self._buf = torch.empty(2 * self.m, counts.shape[1], dtype=self.dtype, device=counts.device)
         prod = torch.mm(self.wt, counts, out=self._buf)
-        out, hi, lo, flag = self._sum(state, prod, self.m)
+        if self.compiled:
+            out, hi, lo, flag = self._sum(state, prod, self.m)
+        else:  # the same sums into buffers kept from step to step (no fresh memory per step), result in `state`
+            ws = self._workspace(state)
+            m = self.m
+            ws["sf"].copy_(state)
+            hi, lo = torch.add(ws["sf"], prod[:m], out=ws["hi"]), torch.add(ws["sf"], prod[m:], out=ws["lo"])
+            flag = (hi.amax() > _HI) | (lo.amin() < _LO)
+            out = None
+        fixed = None
         if bool(flag):
             rows = ((hi.amax(1) > _HI) | (lo.amin(1) < _LO)).nonzero()[:, 0]  # the targets concerned first
             r_idx, b_idx = ((hi[rows] > _HI) | (lo[rows] < _LO)).nonzero(as_tuple=True)
             m_idx = rows[r_idx]
             cnt = padded.T  # [B, C + 1]
             step = max(1, self.chunk // self.src.shape[1])
-            fixed = []
+            parts = []
             for i in range(0, b_idx.numel(), step):
                 bi, mi = b_idx[i:i + step], m_idx[i:i + step]
                 contrib = torch.gather(cnt[bi], 1, self.src[mi]).to(torch.int32) * self.val[mi]
-                fixed.append(_compose_clamp_adds(state[mi, bi], contrib) if contrib.numel() > self.small or
+                parts.append(_compose_clamp_adds(state[mi, bi], contrib) if contrib.numel() > self.small or
                              contrib.device.type != "cpu" else _clamp_adds_py(state[mi, bi], contrib))
-            out[m_idx, b_idx] = torch.cat(fixed)
+            fixed = (m_idx, b_idx, torch.cat(parts))
+        if out is None:
+            state.copy_(torch.add(hi, prod[self.m:], out=ws["hi"]))  # float -> int32: exact whole numbers
+            out = state
+        if fixed is not None:
+            out[fixed[0], fixed[1]] = fixed[2]
         return out
+
+    def _workspace(self, state: Tensor) -> dict[str, Tensor]:
+        if self._ws is None or self._ws["sf"].shape != state.shape or self._ws["sf"].device != state.device:
+            self._ws = {key: torch.empty(state.shape, dtype=self.dtype, device=state.device)
+                        for key in ("sf", "hi", "lo")}
+        return self._ws
 
 
 def _integrate(isyn: Tensor, v: Tensor, dash_syn: Tensor, dash_mem: Tensor, bias: Tensor, th: Tensor,
@@ -179,6 +201,37 @@ def _integrate(isyn: Tensor, v: Tensor, dash_syn: Tensor, dash_mem: Tensor, bias
 class _Neurons:
     """Neuron parameters as columns ``[N, 1]`` (``[N, S, 1]`` for the synapses), broadcast over samples."""
 
+    _ws: dict[str, Tensor] | None = None
+
+    def _step_inplace(self, isyn: Tensor, v: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """:func:`_integrate` (positive thresholds, no ``dash_mem = 0``) with every temporary in a kept buffer:
+        fresh memory every step made the emulator's speed depend on the allocator (up to 2x)."""
+        if self._ws is None or self._ws["a"].shape != isyn.shape or self._ws["a"].device != isyn.device:
+            self._ws = {"a": torch.empty_like(isyn), "b": torch.empty_like(isyn),
+                        **{k: torch.empty_like(v) for k in ("d", "e", "n")}, "f": torch.empty(v.shape, device=v.device)}
+        ws = self._ws
+        a, b = ws["a"], ws["b"]
+        torch.bitwise_right_shift(isyn, self.dash_syn, out=a)
+        torch.clamp(isyn, max=1, out=b)
+        isyn.sub_(torch.maximum(a, b, out=a))                      # isyn -= decay(isyn, dash_syn)
+        d, e, n = ws["d"], ws["e"], ws["n"]
+        torch.bitwise_right_shift(v, self.dash_mem, out=d)
+        torch.clamp(v, max=1, out=e)
+        torch.maximum(d, e, out=d)                                  # d = decay(v, dash_mem)
+        if isyn.shape[1] == 2:
+            torch.add(isyn[:, 0], isyn[:, 1], out=e)
+        else:
+            torch.sum(isyn, 1, dtype=torch.int32, out=e)
+        e.sub_(d).clamp_(_LO, _HI)                                  # dv
+        if self.has_bias:
+            e.add_(self.bias).clamp_(_LO, _HI)
+        v.add_(e).clamp_(_LO, _HI)
+        torch.clamp(v, min=0, out=e)
+        torch.div(e, self.th_f, out=ws["f"])                        # exact floor for 0 <= v < 2^24 (see _integrate)
+        n.copy_(ws["f"]).clamp_(max=self.cap)                       # float -> int truncates: floor for v >= 0
+        v.addcmul_(n, self.th, value=-1)
+        return isyn, v, n
+
     def __init__(self, dash_mem, dash_syn, threshold, bias, has_bias: bool, cap, device, compiled: bool):
         def t(a):
             return torch.as_tensor(np.asarray(a).astype("int32"), device=device).unsqueeze(-1)
@@ -195,7 +248,11 @@ class _Neurons:
         self._integrate = torch.compile(_integrate, dynamic=False) if self.compiled else _integrate
 
     def step(self, isyn: Tensor, v: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """The update of :func:`_integrate`; eager with positive thresholds: in place, into kept buffers (``isyn``
+        and ``v`` are overwritten; the returned counts are a buffer valid until the next step)."""
         th = self.th
+        if self.positive and not self.compiled and not self.wrap:
+            return self._step_inplace(isyn, v)
         if self.positive:
             return self._integrate(isyn, v, self.dash_syn, self.dash_mem, self.bias, th, self.th_f, self.cap,
                                    self.has_bias, self.compiled, self.wrap)

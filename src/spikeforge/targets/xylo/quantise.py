@@ -8,7 +8,8 @@
   ``b / (1 - b)``). So chip units are ``V = sigma * g * v`` for a per-group scale ``sigma``: one for all
   hidden neurons (input and recurrent weights feed the same currents), one for the outputs.
 * **sigma** is the largest value for which the weights fit ``127 << max_weight_shift`` and every threshold
-  and bias fits int16.
+  and bias fits int16 -- and, when calibration ``peaks`` of the float model's states are given, for which the
+  synaptic currents (before their decay) and membranes (before the reset) stay inside int16 with a margin.
 * **Weights**: int8 with one left shift per matrix (``w_in``, ``w_rec``, ``w_out``), the smallest shift for
   which ``round(W sigma / 2^shift)`` fits int8. **Thresholds** ``round(v_th g sigma)`` (at least 1).
   **Biases** ``round((v_leak + affine bias) g sigma (1 - a))`` (the same steady state; the transient of an
@@ -30,7 +31,7 @@ from .spec import XyloSpec
 if TYPE_CHECKING:  # pragma: no cover
     from .compile import FloatLayer, FloatNet
 
-__all__ = ["XyloConfig", "dash_from_tau", "quantise", "tau_from_dash"]
+__all__ = ["XyloConfig", "dash_from_tau", "dequantise", "quantise", "tau_from_dash"]
 
 
 def _ro(a: np.ndarray, dtype) -> np.ndarray:
@@ -152,7 +153,8 @@ def _decays(layer: FloatLayer, dt: float, spec: XyloSpec) -> tuple[np.ndarray, .
     return dm, ds, gain, leak
 
 
-def _group(layers: list[FloatLayer], mats: list[np.ndarray], dt: float, spec: XyloSpec) -> dict[str, Any]:
+def _group(layers: list[FloatLayer], mats: list[np.ndarray], dt: float, spec: XyloSpec,
+           peaks: dict[str, tuple] | None = None, margin: float = 1.25) -> dict[str, Any]:
     """Choose sigma for neurons fed by ``mats``; return per-neuron integers and sigma."""
     parts = [_decays(layer, dt, spec) for layer in layers]
     gain = np.concatenate([p[2] for p in parts])
@@ -170,6 +172,15 @@ def _group(layers: list[FloatLayer], mats: list[np.ndarray], dt: float, spec: Xy
     bias_chip = np.abs(drive) * gain * leak
     if bias_chip.max(initial=0) > 0:
         candidates.append(state_max / bias_chip.max())
+    for layer, (_, ds, g, _) in zip(layers, parts, strict=True):
+        if peaks and layer.name in peaks:
+            # chip units per model unit: Isyn = sigma b/(1-b) I (the sum before the decay: sigma I/(1-b)),
+            # Vmem = sigma g v (before the reset: up to v + v_th)
+            p_i, p_v = (np.broadcast_to(np.asarray(p, dtype=np.float64), (layer.size,)) for p in peaks[layer.name])
+            v_th = np.abs(layer.v_th) if layer.v_th is not None else 0.0
+            need = np.maximum(p_i / 2.0 ** -ds, g * (p_v + v_th)).max(initial=0.0) * margin
+            if need > 0:
+                candidates.append(state_max / need)
     sigma = min(candidates) if candidates else 1.0
     lo_t, hi_t = spec.threshold_range
     threshold = np.where(np.isnan(th), hi_t, np.clip(np.rint(np.nan_to_num(th) * gain * sigma), 1, hi_t))
@@ -191,8 +202,14 @@ def _int8(w: np.ndarray, sigma: float, spec: XyloSpec) -> tuple[np.ndarray, int]
     return np.clip(np.rint(scaled / 2 ** shift), lo, hi).astype(np.int64), shift
 
 
-def quantise(net: FloatNet, spec: XyloSpec) -> XyloConfig:
-    """Quantise a checked :class:`FloatNet` to a :class:`XyloConfig` (see the module docstring)."""
+def quantise(net: FloatNet, spec: XyloSpec, peaks: dict[str, tuple] | None = None, margin: float = 1.25) -> XyloConfig:
+    """Quantise a checked :class:`FloatNet` to a :class:`XyloConfig` (see the module docstring).
+
+    ``peaks`` (calibration, optional): per neuron layer name, ``(peak |I|, peak |v|)`` -- scalars or per neuron,
+    in the model's units, as observed on sample data (:func:`spikeforge.train.qat.state_peaks`). ``sigma``
+    then also keeps ``margin`` times those states inside int16, so that synaptic currents and membranes do not
+    saturate where the float model does not. Without it only weights, thresholds and biases bound ``sigma``
+    (a threshold may then use the whole int16 range, leaving no room above it)."""
     hidden, out = net.layers[:-1], net.layers[-1]
     sizes = [layer.size for layer in hidden]
     n, k, s = sum(sizes), out.size, spec.synapses_per_neuron
@@ -210,8 +227,8 @@ def quantise(net: FloatNet, spec: XyloSpec) -> XyloConfig:
     w_out_f = np.zeros((n, k))
     w_out_f[starts[-2]:starts[-1], :] = out.weight.T
 
-    hid = _group(hidden, [w_in_f, w_rec_f], net.dt, spec)
-    outg = _group([out], [w_out_f], net.dt, spec)
+    hid = _group(hidden, [w_in_f, w_rec_f], net.dt, spec, peaks, margin)
+    outg = _group([out], [w_out_f], net.dt, spec, peaks, margin)
     q_in, sh_in = _int8(w_in_f, hid["sigma"], spec)
     q_rec, sh_rec = _int8(w_rec_f, hid["sigma"], spec)
     q_out, sh_out = _int8(w_out_f, outg["sigma"], spec)
@@ -231,3 +248,47 @@ def quantise(net: FloatNet, spec: XyloSpec) -> XyloConfig:
         threshold=hid["threshold"], bias=hid["bias"],
         dash_mem_out=outg["dash_mem"], dash_syn_out=np.repeat(outg["dash_syn"][:, None], spec.output_synapses, 1),
         threshold_out=outg["threshold"], bias_out=outg["bias"], has_bias=spec.has_bias, info=info)
+
+
+def dequantise(config: XyloConfig, net: FloatNet) -> dict[str, dict[str, np.ndarray | None]]:
+    """The float values, in the model's own units, that the integers of ``config`` stand for.
+
+    For each neuron layer of ``net`` (by name): ``weight`` ``[n, n_prev]`` (incoming), ``w_rec`` ``[n, n]``
+    or None, ``v_th`` (None for LI), ``drive`` (``v_leak + bias``: the chip's bias undone), ``tau_mem``
+    (None for IF) and ``tau_syn`` (CubaLIF only) -- the time constants whose ``exp(-dt/tau)`` equals the
+    chip's decay ``1 - 2^-dash`` exactly. Quantise-then-dequantise is the forward pass of
+    quantisation-aware training; it inverts :func:`quantise` up to its rounding and clipping.
+    """
+    spec, dt = config.spec, net.dt
+    hidden, out = net.layers[:-1], net.layers[-1]
+    sig_h, sig_o = config.info["sigma_hidden"], config.info["sigma_out"]
+    w_in = config.w_in[..., 0].astype(np.float64) * 2.0 ** config.weight_shift_in / sig_h
+    w_rec = config.w_rec[..., 0].astype(np.float64) * 2.0 ** config.weight_shift_rec / sig_h
+    w_out = config.w_out[..., 0].astype(np.float64) * 2.0 ** config.weight_shift_out / sig_o
+    ranges = config.info["hidden_layers"]
+
+    def taus(layer: FloatLayer, dm: np.ndarray, ds: np.ndarray) -> tuple[np.ndarray | None, np.ndarray | None]:
+        floor = dt / 64.0  # dash 0 (decay to zero in one step): exp(-64) ~ 0, but a positive time constant
+        tau_mem = None if layer.kind == "IF" else np.maximum(tau_from_dash(dm, dt), floor)
+        tau_syn = np.maximum(tau_from_dash(ds, dt), floor) if layer.kind == "CubaLIF" else None
+        return tau_mem, tau_syn
+
+    result: dict[str, dict[str, np.ndarray | None]] = {}
+    prev = None
+    for i, layer in enumerate(hidden):
+        a, b = ranges[layer.name]
+        _, _, gain, leak = _decays(layer, dt, spec)
+        weight = w_in[:, a:b].T if i == 0 else w_rec[prev[0]:prev[1], a:b].T
+        tau_mem, tau_syn = taus(layer, config.dash_mem[a:b], config.dash_syn[a:b, 0])
+        result[layer.name] = {
+            "weight": weight, "w_rec": w_rec[a:b, a:b].T if layer.w_rec is not None else None,
+            "v_th": config.threshold[a:b] / (gain * sig_h) if layer.v_th is not None else None,
+            "drive": config.bias[a:b] / (gain * leak * sig_h), "tau_mem": tau_mem, "tau_syn": tau_syn}
+        prev = (a, b)
+    _, _, gain, leak = _decays(out, dt, spec)
+    tau_mem, tau_syn = taus(out, config.dash_mem_out, config.dash_syn_out[:, 0])
+    result[out.name] = {
+        "weight": w_out[prev[0]:prev[1], :].T, "w_rec": None,
+        "v_th": config.threshold_out / (gain * sig_o) if out.v_th is not None else None,
+        "drive": config.bias_out / (gain * leak * sig_o), "tau_mem": tau_mem, "tau_syn": tau_syn}
+    return result

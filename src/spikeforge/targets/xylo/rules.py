@@ -73,6 +73,20 @@ def reset_and_refractory(net: FloatNet, spec: XyloSpec) -> None:
                                   f"neurons have no refractory period.")
 
 
+def spikes_per_step(net: FloatNet, spec: XyloSpec) -> None:
+    """A hidden neuron emits up to ``max_hidden_spikes`` (31) per step on the chip: a model trained for 1 or for
+    exactly that many runs; any other count would train one neuron and deploy another. Outputs emit one."""
+    for layer in _hidden(net):
+        if layer.max_spikes not in (1, spec.max_hidden_spikes):
+            raise SpikeforgeError(f"hidden layer {layer.name!r} emits up to {layer.max_spikes} spikes per step; "
+                                  f"{spec.name} hidden neurons emit up to {spec.max_hidden_spikes}. Build it with "
+                                  f"max_spikes={spec.max_hidden_spikes} (as the chip) or 1.")
+    out = net.layers[-1]
+    if out.kind != "LI" and out.max_spikes > spec.max_output_spikes:
+        raise SpikeforgeError(f"output layer {out.name!r} emits up to {out.max_spikes} spikes per step; {spec.name} "
+                              f"output neurons emit at most {spec.max_output_spikes}.")
+
+
 def one_dimensional(net: FloatNet, spec: XyloSpec) -> None:
     for layer in net.layers:
         if len(layer.shape) > 1:
@@ -104,11 +118,33 @@ def weight_budget(net: FloatNet, spec: XyloSpec) -> None:
                               f"stores at most {spec.max_weights}.")
 
 
-RULES = [two_layers, inputs, hidden_neurons, output_neurons, neuron_kinds, reset_and_refractory, one_dimensional,
-         fan_in, weight_budget, finite]
+RULES = [two_layers, inputs, hidden_neurons, output_neurons, neuron_kinds, reset_and_refractory, spikes_per_step,
+         one_dimensional, fan_in, weight_budget, finite]
 
 
 def check(net: FloatNet, spec: XyloSpec) -> None:
     """Run every rule in :data:`RULES`; the first that fails raises."""
     for rule in RULES:
         rule(net, spec)
+
+
+def usage(config) -> list[dict]:
+    """The fit report of a compiled :class:`~.quantise.XyloConfig`: each limited resource, how much of it the
+    network uses and the chip's limit (counted on the integers, after quantisation)."""
+    spec = config.spec
+    nz_in = config.w_in != 0
+    nz_rec = config.w_rec != 0
+    fan_in = (nz_in.sum(axis=0) + nz_rec.sum(axis=0)).max(initial=0)  # per hidden neuron and synapse
+    rows = [
+        ("input channels", config.n_in, spec.max_inputs),
+        ("hidden neurons", config.n_hidden, spec.max_hidden),
+        ("output neurons", config.n_out, spec.max_outputs),
+        ("largest fan-in (per hidden neuron and synapse)", int(fan_in), spec.max_fan_in),
+        ("input + recurrent weights (non-zero)", int(nz_in.sum() + nz_rec.sum()), spec.max_weights),
+        ("largest weight shift", max(config.weight_shift_in, config.weight_shift_rec, config.weight_shift_out),
+         spec.max_weight_shift),
+        ("largest decay shift (dash)", int(max(config.dash_mem.max(initial=0), config.dash_syn.max(initial=0),
+                                               config.dash_mem_out.max(initial=0),
+                                               config.dash_syn_out.max(initial=0))), spec.max_dash),
+    ]
+    return [{"resource": r, "used": int(u), "limit": int(lim)} for r, u, lim in rows]
