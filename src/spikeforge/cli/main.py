@@ -114,10 +114,11 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     acc, cost = r["accuracy"], r["cost"]
     wall = time.perf_counter() - start
     print()
-    print(f"float model accuracy : {100 * acc['float']:.2f} %  (published test split, 1000 samples)")
+    print(f"float model accuracy : {100 * acc['float']:.2f} %  (the trained weights in float, spikeforge's "
+          f"simulator; published test split, 1000 samples)")
     print(f"on the chip          : {100 * acc['chip_emulator']:.2f} %  (Xylo-like emulator, int8 weights, "
-          f"int16 states)")
-    print(f"spikes per sample    : {final['spikes_per_sample']:.1f} (float), "
+          f"int16 states; {100 * final['test_acc']:.2f} % in the quantisation-aware forward pass)")
+    print(f"spikes per sample    : {r['spikes_per_sample']['float']:.1f} (float), "
           f"{r['spikes_per_sample']['chip_emulator']:.1f} (chip)")
     print(f"power estimate       : {1e6 * cost['dynamic_power_w']:.1f} µW dynamic, "
           f"{1e6 * cost['total_power_w']:.1f} µW with idle; {1e9 * cost['energy_per_sample_j']:.0f} nJ per "
