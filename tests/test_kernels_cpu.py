@@ -334,3 +334,19 @@ def test_training_config_switches_sparse_backward_on() -> None:
     assert rec.neuron.sparse_backward == 0.2
     out, _ = model(torch.rand(12, 2, 5))
     out.sum().backward()
+
+
+def test_backward_overwrites_saved_membrane_only_when_the_graph_is_dropped() -> None:
+    """The gradient w.r.t. x reuses the saved membrane's memory unless the graph is kept (retain_graph): a kept
+    graph gives the same gradient on every backward, and all equal the reference scan's."""
+    spec = FireSpec(Surrogate(), "subtract", 1, True)
+    p, s0, x = _inputs("lif", 1)
+    z_ref = scan.run(lif.step, spec, p, s0, x)[0]
+    g_ref = torch.autograd.grad(z_ref.sum(), x)[0]
+    z, _ = fused_scan("lif", spec, p, s0, x)
+    loss = z.sum()  # its gradient reaches the kernel as a stride-0 expansion (read in place, not copied)
+    g1 = torch.autograd.grad(loss, x, retain_graph=True)[0]
+    g2 = torch.autograd.grad(loss, x, retain_graph=True)[0]
+    g3 = torch.autograd.grad(loss, x)[0]  # the last one may overwrite the saved membrane
+    assert torch.equal(g1, g2) and torch.equal(g1, g3)
+    assert _rel(g1, g_ref) < 1e-12

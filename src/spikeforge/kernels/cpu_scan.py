@@ -189,6 +189,14 @@ def _flat_ref(ref: Tensor | None, n: int) -> Tensor:
     return ref.reshape(n).to(torch.int32).clone()
 
 
+def _keep_graph() -> bool:
+    """Whether the running backward keeps the graph (``retain_graph``/``create_graph``); True when unknown."""
+    try:
+        return bool(torch._C._autograd._get_current_graph_task_keep_graph())
+    except (AttributeError, RuntimeError):
+        return True
+
+
 def _grads_or_zeros(g: Tensor | None, like: Tensor) -> Tensor:
     return torch.zeros_like(like) if g is None else g.contiguous().clone()
 
@@ -211,11 +219,14 @@ class _ScanFunction(torch.autograd.Function):
     def backward(ctx, gz, gv, gaux, gref):  # type: ignore[override]
         vh, z, table, ref0 = ctx.saved_tensors
         s = ctx.setup
-        gz = _grads_or_zeros(gz, z) if gz is None or not gz.is_contiguous() else gz
+        # gz is read through its strides (the stride-0 expansion that `out.sum()` sends back is not copied)
+        gz = z.new_zeros(()).expand(z.shape) if gz is None else gz
         gv = _grads_or_zeros(gv, vh[0])
         gaux = _grads_or_zeros(gaux, vh[0])
+        # the gradient w.r.t. x overwrites the saved membrane when the graph is not kept for another backward
+        inplace = not _keep_graph()
         gx = torch.ops.spikeforge_scan.scan_bwd(gz, vh, z, table, ref0, gv, gaux, s.code, s.reset, s.refr, s.detach,
-                                                s.surr, s.scale, s.band)
+                                                s.surr, s.scale, s.band, inplace)
         return gx, gv, (gaux if s.aux_name else None), None, None, None
 
 

@@ -301,18 +301,23 @@ inline S step_bwd(bool detach, const S* p, int64_t n, int64_t j, S vh, S z, bool
   return gx;
 }
 
-// gz [T, N] (gradient w.r.t. spikes); vh, z [T, N] from the forward; gv, gaux [N]: gradients w.r.t. the final state
-// (updated in place to those w.r.t. the initial state). ref0 [N] int32 initial counter (numel 0: none).
-at::Tensor scan_bwd(const at::Tensor& gz, const at::Tensor& vh, const at::Tensor& z, const at::Tensor& p,
+// gz [T, N] (gradient w.r.t. spikes; any strides, e.g. the stride-0 expansion that `out.sum()` sends back); vh, z
+// [T, N] from the forward; gv, gaux [N]: gradients w.r.t. the final state (updated in place to those w.r.t. the
+// initial state). ref0 [N] int32 initial counter (numel 0: none). inplace: write the gradient w.r.t. x over vh
+// (each vh[t, j] is read before gx[t, j] is written; vh is dead afterwards) instead of a new tensor.
+at::Tensor scan_bwd(const at::Tensor& gz, at::Tensor vh, const at::Tensor& z, const at::Tensor& p,
                     const at::Tensor& ref0, at::Tensor gv, at::Tensor gaux, int64_t model, int64_t reset, int64_t refr,
-                    bool detach, int64_t surr, double scale, double band) {
-  check_cpu(gz, "gz");
+                    bool detach, int64_t surr, double scale, double band, bool inplace) {
+  TORCH_CHECK(gz.device().is_cpu(), "spikeforge scan: gz must be a CPU tensor");
   check_cpu(vh, "vh");
   check_cpu(z, "z");
   check_cpu(gv, "gv");
   check_cpu(gaux, "gaux");
   const int64_t T = vh.size(0), N = vh.size(1);
-  auto gx = at::empty({T, N}, vh.options());
+  TORCH_CHECK(gz.dim() == 2 && gz.size(0) == T && gz.size(1) == N, "gz must be [T, N]");
+  TORCH_CHECK(vh.is_contiguous(), "vh must be contiguous");
+  auto gx = inplace ? vh : at::empty({T, N}, vh.options());
+  const int64_t gst = gz.stride(0), gsn = gz.stride(1);
   const bool has_ref = ref0.numel() > 0;
   BCfg c{model, reset, refr, surr, detach, scale, band};
   AT_DISPATCH_FLOATING_TYPES(vh.scalar_type(), "spikeforge_scan_bwd", [&] {
@@ -336,7 +341,8 @@ at::Tensor scan_bwd(const at::Tensor& gz, const at::Tensor& vh, const at::Tensor
             for (int64_t j = jb; j < je; ++j) {
               const bool active = !ref_c() || active_at<scalar_t>(zp, r0, N, j, t, refr);
               gxp[o + j] = step_bwd<scalar_t, m(), r(), ref_c()>(detach, pp, N, j, hp[o + j], zp[o + j], active,
-                                                                  sg[j - jb], gzp[o + j], gvp[j], gap[j]);
+                                                                  sg[j - jb], gzp[t * gst + j * gsn], gvp[j],
+                                                                  gap[j]);
             }
           }
         }
@@ -569,8 +575,8 @@ at::Tensor rec_wgrad(const at::Tensor& gx, const at::Tensor& z, const at::Tensor
 TORCH_LIBRARY(spikeforge_scan, m) {
   m.def("scan_fwd(Tensor x, Tensor p, Tensor(a!) v, Tensor(b!) aux, Tensor(c!) ref, int model, int reset, int refr,"
         " bool save) -> (Tensor, Tensor)");
-  m.def("scan_bwd(Tensor gz, Tensor vh, Tensor z, Tensor p, Tensor ref0, Tensor(a!) gv, Tensor(b!) gaux, int model,"
-        " int reset, int refr, bool detach, int surr, float scale, float band) -> Tensor");
+  m.def("scan_bwd(Tensor gz, Tensor(c!) vh, Tensor z, Tensor p, Tensor ref0, Tensor(a!) gv, Tensor(b!) gaux, int model,"
+        " int reset, int refr, bool detach, int surr, float scale, float band, bool inplace) -> Tensor");
   m.def("rec_fwd(Tensor x_ff, Tensor wt, Tensor z0, Tensor p, Tensor(a!) v, Tensor(b!) aux, Tensor(c!) ref,"
         " int model, int reset, int refr, bool save) -> (Tensor, Tensor)");
   m.def("rec_wgrad(Tensor gx, Tensor z, Tensor z0) -> Tensor");
