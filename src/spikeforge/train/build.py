@@ -21,12 +21,13 @@ from ..core.checks import SpikeforgeError
 __all__ = ["LAYER_TYPES", "build_model", "validate_config"]
 
 
-def _linear(shape: tuple[int, ...], *, out: int, bias: bool = True) -> nn.Module:
+def _linear(shape: tuple[int, ...], *, out: int, bias: bool = True, sparse: str | bool = "auto",
+            sparse_threshold: float | None = None) -> nn.Module:
     if len(shape) != 1:
         raise SpikeforgeError(
             f"linear needs flat input features, got shape {shape}; add a {{type: flatten}} layer first."
         )
-    return snn.Linear(shape[0], out, bias=bias)
+    return snn.Linear(shape[0], out, bias=bias, sparse=sparse, sparse_threshold=sparse_threshold)
 
 
 def _conv(cls: type) -> Callable[..., nn.Module]:
