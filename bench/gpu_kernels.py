@@ -160,7 +160,12 @@ def _variants(T: int, B: int, n: int, device: torch.device, smoke: bool) -> dict
         try:  # a peer that fails to build (missing, or an API change) is recorded, not fatal to the case
             variants["spikingjelly"] = run(_spikingjelly_body(lin, spikes, float(p.alpha)))
         except Exception as err:  # noqa: BLE001
-            variants["spikingjelly_error"] = f"{type(err).__name__}: {err}"
+            message = f"{type(err).__name__}: {err}"
+
+            def failed(grad: bool, message: str = message) -> torch.Tensor:
+                raise RuntimeError(f"SpikingJelly could not be built: {message}")
+
+            variants["spikingjelly"] = failed
     return variants
 
 
@@ -168,17 +173,15 @@ def _spikingjelly_body(lin: torch.nn.Linear, spikes: torch.Tensor, alpha: float)
     """Linear + SpikingJelly LIFNode (same decay, subtract reset); raises ImportError when not installed."""
     from spikingjelly.activation_based import functional, neuron, surrogate
 
-    backend = "torch"
-    try:
-        import cupy  # noqa: F401
-
-        backend = "cupy"
-    except ImportError:
-        pass
     # decay_input=True: H = V + (X - V)/tau, i.e. alpha = 1 - 1/tau; v_reset=None resets by subtraction.
-    node = neuron.LIFNode(tau=1.0 / (1.0 - alpha), decay_input=True, v_threshold=1.0, v_reset=None,
-                          surrogate_function=surrogate.Sigmoid(), detach_reset=True, step_mode="m",
-                          backend=backend).to(spikes.device)
+    # SpikingJelly 2.0 picks its kernel per device itself (no `backend` argument any more; 0.0.0.14 had one).
+    kwargs = dict(tau=1.0 / (1.0 - alpha), decay_input=True, v_threshold=1.0, v_reset=None,
+                  surrogate_function=surrogate.Sigmoid(), detach_reset=True, step_mode="m")
+    try:
+        node = neuron.LIFNode(**kwargs, backend="cupy" if spikes.is_cuda else "torch")
+    except TypeError:
+        node = neuron.LIFNode(**kwargs)
+    node = node.to(spikes.device)
 
     def body() -> torch.Tensor:
         functional.reset_net(node)
