@@ -2,6 +2,7 @@
 ``(output, state)``)."""
 
 from .base import SNNModule
+from .crossbar import CrossbarLinear
 from .delay import Delay, DelayedLinear
 from .layers import (
     AvgPool1d,
@@ -15,7 +16,7 @@ from .layers import (
     MaxPool2d,
     TimeDistributed,
 )
-from .neurons import IF, LI, LIF, AdaptiveLIF, CubaLIF, Neuron
+from .neurons import IF, LI, LIF, AdaptiveLIF, AnalogLIF, CubaLIF, Neuron
 from .recurrent import Recurrent, RecurrentState
 from .sequential import Sequential
 
@@ -24,10 +25,12 @@ __all__ = [
     "LI",
     "LIF",
     "AdaptiveLIF",
+    "AnalogLIF",
     "AvgPool1d",
     "AvgPool2d",
     "Conv1d",
     "Conv2d",
+    "CrossbarLinear",
     "CubaLIF",
     "Delay",
     "DelayedLinear",

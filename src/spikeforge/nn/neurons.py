@@ -14,22 +14,23 @@ through neurons with ``|v - v_th| < b`` (fused engine only; see ``docs/kernels.m
 from __future__ import annotations
 
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from types import ModuleType
 from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor, nn
 
-from ..core.checks import SpikeforgeError, check_dt, check_rank, check_shape_tail
+from ..analog import neuron as analog_curves
+from ..core.checks import SpikeforgeError, check_dt, check_rank, check_shape_tail, describe
 from ..core.surrogate import Surrogate, surrogate
-from ..dynamics import adaptive_lif, cuba_lif, if_neuron, li, lif
+from ..dynamics import adaptive_lif, analog_lif, cuba_lif, if_neuron, li, lif
 from ..dynamics.common import FireSpec, refractory_steps
 from ..kernels import check_band, fused_scan
 from ..sim import scan
 from .base import SNNModule, check_sequence
 
-__all__ = ["IF", "LI", "LIF", "AdaptiveLIF", "CubaLIF", "Neuron"]
+__all__ = ["IF", "LI", "LIF", "AdaptiveLIF", "AnalogLIF", "CubaLIF", "Neuron"]
 
 _TAU_MIN = 1e-6  # learned time constants are clamped to stay positive (seconds)
 ENGINES = ("auto", "fused", "reference")
@@ -371,3 +372,77 @@ class LI(Neuron):
         super().__init__()
         self._setup({"tau_mem": tau_mem, "v_leak": v_leak}, size=size, dt=dt, learn=learn,
                     fire=None)
+
+
+class AnalogLIF(Neuron):
+    """LIF neurons with analog (voltage-domain) integration and per-neuron gain mismatch
+    (:mod:`spikeforge.dynamics.analog_lif`; curves in :mod:`spikeforge.analog.neuron`).
+
+    Args as :class:`LIF` (without ``engine``/``sparse_backward``: there is no fused kernel, the reference
+    scan runs), plus:
+
+    Args:
+        curve: transfer curve ``curve(v, dv) -> realised dv``: :class:`~spikeforge.analog.neuron.Linear`
+            (default, equals :class:`LIF` exactly), :class:`~spikeforge.analog.neuron.Rails`,
+            :class:`~spikeforge.analog.neuron.Measured` or any such callable.
+        mismatch_sigma: relative standard deviation of the per-neuron integration gain (0: none; then
+            ``size`` is not needed). The pattern is fixed when the layer is built (buffer ``gain``).
+        seed: seed of the ``torch.Generator`` that draws the mismatch pattern.
+    """
+
+    model = analog_lif
+    kernel = None
+
+    def __init__(
+        self, tau_mem: float | Tensor = 10e-3, *, dt: float = 1e-3, v_th: float | Tensor = 1.0,
+        v_leak: float | Tensor = 0.0, v_reset: float | Tensor = 0.0, reset: str = "subtract",
+        refractory: float = 0.0, surrogate: str | dict | Surrogate | None = None,
+        surrogate_scale: float | None = None, size: int | Sequence[int] | None = None,
+        learn: Sequence[str] = (), detach_reset: bool = True, max_spikes: int = 1,
+        curve: Callable[[Tensor, Tensor], Tensor] | None = None, mismatch_sigma: float = 0.0, seed: int = 0,
+    ) -> None:
+        super().__init__()
+        curve = analog_curves.Linear() if curve is None else curve
+        if not callable(curve):
+            raise SpikeforgeError(
+                f"curve must be a transfer curve callable as curve(v, dv) (Linear, Rails, Measured), "
+                f"got {describe(curve)}."
+            )
+        if isinstance(seed, bool) or not isinstance(seed, int):
+            raise SpikeforgeError(f"seed must be an integer, got {describe(seed)}.")
+        self._setup(
+            {"tau_mem": tau_mem, "v_th": v_th, "v_leak": v_leak, "v_reset": v_reset},
+            size=size, dt=dt, learn=learn,
+            fire=_fire_spec(surrogate, surrogate_scale, reset, refractory, dt, detach_reset, max_spikes),
+        )
+        if isinstance(mismatch_sigma, bool) or not isinstance(mismatch_sigma, (int, float)) \
+                or not 0 <= mismatch_sigma < 1:
+            raise SpikeforgeError(
+                f"mismatch_sigma must be a number in [0, 1) (relative gain std), got {describe(mismatch_sigma)}."
+            )
+        self.curve = curve
+        self.mismatch_sigma = float(mismatch_sigma)
+        gain = None
+        if mismatch_sigma > 0:
+            if self.size is None:
+                raise SpikeforgeError(
+                    f"mismatch_sigma={mismatch_sigma!r} draws one gain per neuron and needs the layer size: "
+                    f"pass size=N to AnalogLIF."
+                )
+            gain = analog_curves.mismatch(self.size, mismatch_sigma, torch.Generator().manual_seed(seed))
+        self.seed = seed
+        self.register_buffer("gain", gain)
+
+    def params(self, like: Tensor) -> NamedTuple:
+        """Per-step parameters in the dtype and device of ``like`` (the curve is passed through as is)."""
+        phys = {k: v.to(dtype=like.dtype, device=like.device) for k, v in self.physical().items()}
+        gain = None if self.gain is None else self.gain.to(dtype=like.dtype, device=like.device)
+        p = analog_lif.make_params(**phys, dt=self.dt, gain=gain, curve=self.curve)
+        cast = [f.to(dtype=like.dtype, device=like.device) for f in p[:4]]
+        return p._replace(alpha=cast[0], v_th=cast[1], v_leak=cast[2], v_reset=cast[3])
+
+    def extra_repr(self) -> str:
+        parts = [super().extra_repr(), f"curve={self.curve!r}"]
+        if self.gain is not None:
+            parts.append(f"mismatch_sigma={self.mismatch_sigma:g}, seed={self.seed}")
+        return ", ".join(parts)
