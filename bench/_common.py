@@ -6,6 +6,7 @@ import os
 import platform
 import statistics
 import time
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -28,20 +29,38 @@ def _run_one(job: dict[str, Any]) -> dict[str, Any]:
     return {**job["tag"], **final, "epoch_seconds": per_epoch}
 
 
-def run_jobs(jobs: list[dict[str, Any]], workers: int, threads: int | None = None) -> list[dict[str, Any]]:
-    """Run training jobs, ``workers`` at a time, each on ``threads`` threads (default cpu_count // workers)."""
+def run_jobs(jobs: list[dict[str, Any]], workers: int, threads: int | None = None,
+             run_one: Callable[[dict[str, Any]], dict[str, Any]] = _run_one) -> list[dict[str, Any]]:
+    """Run training jobs, ``workers`` at a time, each on ``threads`` threads (default cpu_count // workers).
+
+    ``run_one(job)`` trains one job (default: the config with its overrides); a replacement must be a module-level
+    function so that worker processes can find it."""
     threads = threads or max(1, (os.cpu_count() or 1) // max(1, workers))
     for job in jobs:
         job["threads"] = threads
     if workers <= 1:
-        return [_run_one(job) for job in jobs]
+        return [run_one(job) for job in jobs]
     with ProcessPoolExecutor(max_workers=workers) as pool:
-        return list(pool.map(_run_one, jobs))
+        return list(pool.map(run_one, jobs))
 
 
-def summarise(values: list[float]) -> dict[str, float]:
-    return {"mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0,
-            "min": min(values), "max": max(values)}
+def summarise(values: list[float], *, keep: bool = False) -> dict[str, Any]:
+    """Mean, std, min and max of ``values`` (with ``keep``: also their count and the values themselves)."""
+    std = statistics.stdev(values) if len(values) > 1 else 0.0
+    out: dict[str, Any] = {"mean": statistics.fmean(values), "std": std, "min": min(values), "max": max(values)}
+    if keep:
+        out.update(n=len(values), values=list(values))
+    return out
+
+
+def evaluate_with(trainer, model) -> float:
+    """Test accuracy of ``model`` through ``trainer``'s own evaluation (encoding, batches, read-out)."""
+    original = trainer.model
+    trainer.model = model
+    try:
+        return trainer.evaluate("test")["acc"]
+    finally:
+        trainer.model = original
 
 
 def environment() -> dict[str, Any]:

@@ -16,13 +16,12 @@ from __future__ import annotations
 
 import argparse
 import copy
-import statistics
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-from _common import environment, run_jobs, write_json
+from _common import environment, evaluate_with, run_jobs, summarise, write_json
 
 HOUR, DAY = 3600.0, 86400.0
 
@@ -73,21 +72,6 @@ def crossbar_copy(model, cfg, chip: int):
             cb.program()
             net.layers[i] = cb
     return net
-
-
-def evaluate_with(trainer, model) -> float:
-    """Test accuracy of ``model`` through the trainer's own evaluation (encoding, batches, read-out)."""
-    original = trainer.model
-    trainer.model = model
-    try:
-        return trainer.evaluate("test")["acc"]
-    finally:
-        trainer.model = original
-
-
-def summary(values: list[float]) -> dict[str, Any]:
-    return {"mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0,
-            "min": min(values), "max": max(values), "values": values}
 
 
 def plot(path: Path, results: list[dict[str, Any]], steps: list[int], floats: dict[int, dict[str, Any]]) -> None:
@@ -190,8 +174,9 @@ def main() -> None:
                 assert accs[0] == float_acc, f"ideal crossbar {accs[0]} != float {float_acc} (T={t}, seed {seed})"
     for res in results:  # pool over training seeds and chips
         for t in steps:
-            res["accuracy"][str(t)] = summary([a for accs in res["per_seed"][str(t)].values() for a in accs])
-    floats = {t: summary(per_seed_float[t]) for t in steps}
+            pooled = [a for accs in res["per_seed"][str(t)].values() for a in accs]
+            res["accuracy"][str(t)] = summarise(pooled, keep=True)
+    floats = {t: summarise(per_seed_float[t], keep=True) for t in steps}
     eval_wall = time.perf_counter() - eval_start
     wall = time.perf_counter() - start
 

@@ -22,15 +22,12 @@ from __future__ import annotations
 
 import argparse
 import copy
-import os
-import statistics
 import sys
 import time
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from _common import ROOT, environment, write_json
+from _common import ROOT, environment, evaluate_with, run_jobs, summarise, write_json
 
 # name -> Rails keyword arguments (the default one is the library's assumed default)
 RAILS = {"default": {"v_lo": -1.0, "v_hi": 1.5, "sharpness": 10.0},
@@ -65,16 +62,6 @@ def analog_copy(model, cfg, curve: str, sigma: float = 0.0, chip: int = 0):
     return net
 
 
-def evaluate_with(trainer, model) -> float:
-    """Test accuracy of ``model`` through the trainer's own evaluation (encoding, batches, read-out)."""
-    original = trainer.model
-    trainer.model = model
-    try:
-        return trainer.evaluate("test")["acc"]
-    finally:
-        trainer.model = original
-
-
 def _train(job: dict[str, Any]) -> dict[str, Any]:
     """Train one network; ``job["neuron"]`` is "lif" (time domain, the recipe as is) or a Rails name
     (the hidden LIF swapped for an AnalogLIF before training, optimizer and schedule rebuilt)."""
@@ -94,21 +81,6 @@ def _train(job: dict[str, Any]) -> dict[str, Any]:
     final = trainer.fit()
     per_epoch = sum(r["seconds"] for r in trainer.history) / max(1, len(trainer.history))
     return {"neuron": job["neuron"], "seed": job["seed"], **final, "epoch_seconds": per_epoch}
-
-
-def run_trainings(jobs: list[dict[str, Any]], workers: int, threads: int | None) -> list[dict[str, Any]]:
-    threads = threads or max(1, (os.cpu_count() or 1) // max(1, workers))
-    for job in jobs:
-        job["threads"] = threads
-    if workers <= 1:
-        return [_train(job) for job in jobs]
-    with ProcessPoolExecutor(max_workers=workers) as pool:
-        return list(pool.map(_train, jobs))
-
-
-def summary(values: list[float]) -> dict[str, Any]:
-    return {"mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0,
-            "min": min(values), "max": max(values), "n": len(values), "values": values}
 
 
 def conditions(sigmas: list[float], quick: bool) -> list[dict[str, Any]]:
@@ -200,7 +172,7 @@ def main() -> None:
             overrides = {"seed": seed, "output.dir": f"{args.out}/{neuron}-seed{seed}", "output.progress": False,
                          "output.plots": False, "device": "cpu", "train.epochs": args.epochs}
             jobs.append({"config": args.config, "overrides": overrides, "neuron": neuron, "seed": seed})
-    runs = run_trainings(jobs, args.workers, args.threads)
+    runs = run_jobs(jobs, args.workers, args.threads, run_one=_train)
     train_wall = time.perf_counter() - start
     for r in runs:
         print(f"trained {r['neuron']:>7} seed {r['seed']}: test acc {100 * r['test_acc']:.2f} %, "
@@ -240,8 +212,8 @@ def main() -> None:
                 evaluate_with(trainer, analog_copy(trainer.model, cfg, res["curve"], res["sigma"], chip))
                 for chip in chips]
     for res in results:  # pool over training seeds and chips
-        res["accuracy"] = summary([a for accs in res["per_seed"].values() for a in accs])
-    baseline = summary([r["test_acc"] for r in runs if r["neuron"] == "lif"])
+        res["accuracy"] = summarise([a for accs in res["per_seed"].values() for a in accs], keep=True)
+    baseline = summarise([r["test_acc"] for r in runs if r["neuron"] == "lif"], keep=True)
     eval_wall = time.perf_counter() - eval_start
     wall = time.perf_counter() - start
 

@@ -106,15 +106,18 @@ class _Chip:
         self.layer_spikes.append([rec[layer.name]["spikes"].sum(dim=0).cpu().numpy() for layer in self.config.layers])
         return out, rec[last]["v"]
 
+    def _per_layer(self) -> list[np.ndarray]:
+        """Per spiking layer, spikes per neuron summed over steps, ``[samples, n]`` (all batches joined)."""
+        return [np.concatenate([b[i] for b in self.layer_spikes]) for i in range(len(self.layer_spikes[0]))]
+
     def spikes_per_sample(self) -> float:
-        per_layer = [np.concatenate([b[i] for b in self.layer_spikes]) for i in range(len(self.layer_spikes[0]))]
-        return float(sum(p.sum(axis=1) for p in per_layer).mean())
+        return float(sum(p.sum(axis=1) for p in self._per_layer()).mean())
 
     def cost(self, steps: int) -> dict[str, Any]:
         from .. import targets
 
         inputs = np.concatenate(self.input_events)
-        layers = [np.concatenate([b[i] for b in self.layer_spikes]) for i in range(len(self.layer_spikes[0]))]
+        layers = self._per_layer()
         if self.is_xylo:
             return targets.xylo.estimate_cost(self.config, inputs.sum(axis=1), layers[0].sum(axis=1), steps,
                                               self._cost_model)

@@ -673,6 +673,27 @@ def _supported_tensor(x: Tensor) -> bool:
     return x.is_cuda or _interpreting()
 
 
+def _prepare(model: str, spec: FireSpec, params: NamedTuple, state: NamedTuple, x: Tensor,
+             sparse_backward: float | None):
+    """``(consts, cfg, v0, aux0, ref0)`` for a launch over ``x [T, B, *features]``, or None when not covered."""
+    consts = _consts(model, params, x[0])
+    parts = _state_parts(model, state, x.shape[1:], x)
+    if consts is None or parts is None:
+        return None
+    v0, aux0, ref0 = parts
+    cfg = _config(model, spec, ref0 is not None, sparse_backward, v0.numel())
+    if cfg is None:
+        return None
+    return consts, cfg, v0, aux0, ref0
+
+
+def _final_from(model: str, shape: torch.Size, outs, state: NamedTuple, aux0, ref0) -> NamedTuple:
+    """The final state from a Function's outputs ``(z, v, [aux], ..., [ref])``."""
+    auxT = outs[2] if aux0 is not None else None
+    refT = outs[-1] if ref0 is not None else None
+    return _final_state(model, shape, outs[1], auxT, refT, state.ref.dtype if ref0 is not None else None)
+
+
 def triton_scan(
     model: str, spec: FireSpec, params: NamedTuple, state: NamedTuple, x: Tensor, *,
     sparse_backward: float | None = None, inplace: bool = False,
@@ -708,24 +729,16 @@ def triton_scan(
     if not _supported_tensor(x) or model not in MODELS:
         return None
     shape = x.shape[1:]
-    consts = _consts(model, params, x[0])
-    parts = _state_parts(model, state, shape, x)
-    if consts is None or parts is None:
+    prep = _prepare(model, spec, params, state, x, sparse_backward)
+    if prep is None:
         return None
-    v0, aux0, ref0 = parts
-    cfg = _config(model, spec, ref0 is not None, sparse_backward, v0.numel())
-    if cfg is None:
-        return None
+    consts, cfg, v0, aux0, ref0 = prep
     T = x.shape[0]
     xf = x.contiguous().view(T, -1)
     save = torch.is_grad_enabled() and (x.requires_grad or v0.requires_grad
                                         or (aux0 is not None and aux0.requires_grad))
     outs = _ScanFunction.apply(xf, v0, aux0, ref0, cfg, consts, save, bool(inplace))
-    z, vT = outs[0], outs[1]
-    auxT = outs[2] if aux0 is not None else None
-    refT = outs[-1] if ref0 is not None else None
-    ref_dtype = state.ref.dtype if ref0 is not None else None
-    return z.view(x.shape), _final_state(model, shape, vT, auxT, refT, ref_dtype)
+    return outs[0].view(x.shape), _final_from(model, shape, outs, state, aux0, ref0)
 
 
 def triton_recurrent(
@@ -758,20 +771,13 @@ def triton_recurrent(
     if w_rec.dtype != x_ff.dtype or z0.dtype != x_ff.dtype or w_rec.device != x_ff.device:
         return None
     shape = x_ff.shape[1:]
-    consts = _consts(model, params, x_ff[0])
-    parts = _state_parts(model, state, shape, x_ff)
-    if consts is None or parts is None:
+    prep = _prepare(model, spec, params, state, x_ff, sparse_backward)
+    if prep is None:
         return None
-    v0, aux0, ref0 = parts
-    cfg = _config(model, spec, ref0 is not None, sparse_backward, v0.numel())
-    if cfg is None:
-        return None
+    consts, cfg, v0, aux0, ref0 = prep
     xf = x_ff.contiguous()
     save = torch.is_grad_enabled() and any(
         t is not None and t.requires_grad for t in (xf, w_rec, z0, v0, aux0))
     outs = _RecurrentFunction.apply(xf, w_rec, z0.contiguous(), v0, aux0, ref0, cfg, consts, save)
-    zs, vT = outs[0], outs[1]
-    auxT = outs[2] if aux0 is not None else None
-    refT = outs[-1] if ref0 is not None else None
-    ref_dtype = state.ref.dtype if ref0 is not None else None
-    return zs, _final_state(model, shape, vT, auxT, refT, ref_dtype), zs[-1]
+    zs = outs[0]
+    return zs, _final_from(model, shape, outs, state, aux0, ref0), zs[-1]
