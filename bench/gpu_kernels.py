@@ -8,6 +8,8 @@ Linear(n -> n) + LIF at four sizes (input spikes of 10% density, input needs no 
 * ``triton``: Linear + :func:`spikeforge.kernels.triton_scan.triton_scan` called directly;
 * ``triton_inplace``: the same with ``inplace=True`` (membrane and input gradient reuse the Linear's output);
 * ``layers``: ``spikeforge.nn.Sequential(Linear, LIF(engine="fused"))`` (the public dispatch);
+* ``layers_graphed``: the same model with forward and backward captured as CUDA graphs
+  (:func:`spikeforge.kernels.graphs.graphed`);
 * ``spikingjelly``: Linear + SpikingJelly's multi-step ``LIFNode`` (cupy kernel when cupy is installed), for
   the peak-memory comparison; recorded as an error when SpikingJelly is not installed.
 
@@ -156,6 +158,22 @@ def _variants(T: int, B: int, n: int, device: torch.device, smoke: bool) -> dict
         "triton_inplace": run(lambda: triton_body(inplace=True)),
         "layers": run(lambda: layers(spikes)[0]),
     }
+    if device.type == "cuda":  # forward and backward captured as CUDA graphs (kernels.graphed)
+        def graphed_variant() -> Callable[[bool], torch.Tensor]:
+            from spikeforge.kernels.graphs import graphed
+
+            f = graphed(layers, spikes)
+            return run(lambda: f(spikes))
+
+        try:
+            variants["layers_graphed"] = graphed_variant()
+        except Exception as err:  # noqa: BLE001 - recorded as this variant's error
+            message = f"{type(err).__name__}: {err}"
+
+            def graph_failed(grad: bool, message: str = message) -> torch.Tensor:
+                raise RuntimeError(f"CUDA graph capture failed: {message}")
+
+            variants["layers_graphed"] = graph_failed
     if not smoke:
         try:  # a peer that fails to build (missing, or an API change) is recorded, not fatal to the case
             variants["spikingjelly"] = run(_spikingjelly_body(lin, spikes, float(p.alpha)))
@@ -213,7 +231,7 @@ def bench_linear_lif(sizes, device: torch.device, clock: Clock, smoke: bool) -> 
         reference: dict[str, torch.Tensor] = {}
         for name, go in variants.items():
             row: dict[str, Any] = {"case": "linear+lif", "T": T, "B": B, "n": n, "variant": name}
-            if name in ("loop", "triton", "triton_inplace", "layers"):
+            if name in ("loop", "triton", "triton_inplace", "layers", "layers_graphed"):
                 guarded(row, lambda go=go, row=row, name=name, ref=reference: _same_spikes(ref, name, go, row))
             reps = clock.reps if not (name == "loop" and T * B * n > 2e7) else max(3, clock.reps // 3)
 

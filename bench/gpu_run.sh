@@ -1,20 +1,102 @@
 #!/usr/bin/env bash
-# The one device run of a session: every GPU check and timing in one go, each step time-boxed so the whole run
-# fits a short device lease; results go to $OUT (copied to bench/results/ afterwards). Needs the peer wheels in
-# .whl/ (see docs/performance.md) and runs from the repository root:  bash bench/gpu_run.sh
+# The device run of a session: GPU checks and timings in one go, each step time-boxed so the whole run fits a
+# short device lease. Results are written to $RES and packed after every step into ONE archive,
+# $OUT/results.tgz (the device hands back only a few files), to unpack into bench/results/.
+#
+#   bash bench/gpu_run.sh                                   # every step
+#   STEPS="tests peers" SIZES="long large" bash bench/gpu_run.sh
+#
+# Steps (in this order): tests (GPU-marked tests, the Triton kernel tests), kernels (bench/gpu_kernels.py:
+# equivalence and timings), peers (bench/peers.py --device cuda for $SIZES), mnist (MNIST with EventProp on the
+# GPU for the time left, per-epoch logs kept). CPU_JOBS=1 also runs the CPU-only training benches in the
+# background on the cores the GPU steps do not use (one core per run): Yin-Yang with EventProp and with TTFS
+# (CPU_BENCHES picks among "eventprop ttfs"). Needs the peer wheels in .whl/ (docs/performance.md) and, for
+# training, the data under $SPIKEFORGE_DATA (default .devdata/, a copy of ../shared/data carried along).
 set -u
 export PYTHONUNBUFFERED=1
 OUT=${OUT:-/tmp/gpu_out}
-mkdir -p "$OUT"
+RES=${RES:-/tmp/gpu_results}
+BUDGET=${BUDGET:-540}
+STEPS=${STEPS:-"tests kernels peers mnist"}
+SIZES=${SIZES:-"small medium long large recurrent"}
+START=$(date +%s)
+mkdir -p "$OUT" "$RES"
+left() { echo $(( BUDGET - ($(date +%s) - START) )); }
+pack() {  # the per-run logs of the training jobs too, also of runs the time limit cut short
+  for f in $(find /tmp/runs -name "log.json" -o -name "final.json" 2>/dev/null); do
+    d="$RES/runs/$(dirname "${f#/tmp/runs/}")"; mkdir -p "$d"; cp "$f" "$d/"
+  done
+  tar czf "$OUT/results.tgz" -C "$RES" .
+}
+has() { [[ " $STEPS " == *" $1 "* ]]; }
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
-  >"$OUT/pip.txt" 2>&1 || echo "pip install of the wheels failed (see pip.txt)"
+  >"$RES/pip.txt" 2>&1 || echo "pip install of the wheels failed (see pip.txt)"
 export PYTHONPATH=$PWD/src:/tmp/site
+export SPIKEFORGE_DATA=${SPIKEFORGE_DATA:-$PWD/.devdata}
+export SPIKEFORGE_KERNEL_CACHE=/tmp/sf_kernels
+NCPU=$(nproc)
+GPU_CORES=0-3
+CPU_CORES=4-$((NCPU - 1))
 { nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
-  python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__)"; } >"$OUT/env.txt" 2>&1
-# emulators on the GPU equal their CPU runs (integers, bit for bit)
-timeout 60 python3 -m pytest -q -p no:cacheprovider -m gpu tests/test_xylo.py tests/test_loihi.py >"$OUT/gpu_tests.txt" 2>&1
-tail -3 "$OUT/gpu_tests.txt"
-# Triton kernels: equivalence on CUDA, then timings against the dense floor, a plain loop and SpikingJelly
-timeout "${KERNELS_TIMEOUT:-150}" python3 bench/gpu_kernels.py --reps 5 --warmup 2 --json "$OUT/gpu_kernels.json" \
-  >"$OUT/gpu_kernels.txt" 2>&1
-tail -40 "$OUT/gpu_kernels.txt"
+  python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__)"
+  lscpu | grep -E "Model name|^CPU\(s\)"; } >"$RES/env.txt" 2>&1
+
+if [ "${CPU_JOBS:-0}" = 1 ]; then
+  for method in ${CPU_BENCHES:-eventprop ttfs}; do
+    ( taskset -c "$CPU_CORES" timeout $(( BUDGET - 30 )) python3 bench/yinyang.py --method "$method" --seeds 5 \
+        --seed 100 --workers 5 --threads 1 --out "/tmp/runs/$method" --json "$RES/yinyang_$method.json" \
+        >"$RES/yinyang_$method.txt" 2>&1 ) &
+  done
+fi
+
+if has tests; then
+  taskset -c $GPU_CORES timeout 150 python3 -m pytest -q -p no:cacheprovider -m gpu tests/test_xylo.py \
+    tests/test_loihi.py tests/test_graphs.py tests/test_events.py tests/test_bss2.py tests/test_kernels_triton.py \
+    >"$RES/gpu_tests.txt" 2>&1
+  tail -3 "$RES/gpu_tests.txt"
+  taskset -c $GPU_CORES timeout 90 python3 -m pytest -q -p no:cacheprovider tests/test_kernels_triton.py \
+    -k "(sparse or inplace) and not interpreter" >"$RES/triton_tests.txt" 2>&1
+  tail -2 "$RES/triton_tests.txt"
+  pack
+fi
+
+if has mnist; then  # before the timings: training would disturb them
+  REM=${MNIST_SECONDS:-200}
+  python3 - <<'PY'
+import yaml
+cfg = yaml.safe_load(open("src/spikeforge/configs/mnist-eventprop.yaml"))
+cfg["train"]["batch_size"] = 128
+cfg["train"]["optimizer"]["lr"] = 1.0e-4
+yaml.safe_dump(cfg, open("/tmp/mnist_eventprop_gpu.yaml", "w"))
+PY
+  taskset -c $GPU_CORES timeout "$REM" python3 bench/mnist.py --method eventprop --datasets mnist --device cuda \
+    --config /tmp/mnist_eventprop_gpu.yaml --epochs "${MNIST_EPOCHS:-3}" --workers 1 --threads 4 \
+    --out /tmp/runs/mnist --json "$RES/mnist_eventprop.json" >"$RES/mnist_eventprop.txt" 2>&1
+  tail -5 "$RES/mnist_eventprop.txt"
+  pack
+fi
+
+if has kernels; then
+  taskset -c $GPU_CORES timeout 120 python3 bench/gpu_kernels.py --reps 3 --warmup 2 --json "$RES/gpu_kernels.json" \
+    >"$RES/gpu_kernels.txt" 2>&1
+  tail -30 "$RES/gpu_kernels.txt"
+  pack
+fi
+
+if has peers; then
+  for size in $SIZES; do
+    libs=floor,spikeforge,spikeforge_graphed,plain,snntorch,spikingjelly
+    rounds=10 && limit=75
+    [ "$size" = large ] && libs=floor,spikeforge,spikeforge_graphed,spikingjelly,plain && rounds=3 && limit=120
+    [ "$size" = recurrent ] && libs=floor,spikeforge,spikeforge_graphed,plain,snntorch && rounds=3
+    taskset -c $GPU_CORES timeout $limit python3 bench/peers.py --size "$size" --device cuda --rounds $rounds \
+      --libs $libs --timeout 30 --json "$RES/peers-cuda-$size.json" >"$RES/peers-cuda-$size.txt" 2>&1
+    tail -8 "$RES/peers-cuda-$size.txt"
+    pack
+  done
+fi
+
+wait
+pack
+for f in "$RES"/yinyang_*.txt; do [ -e "$f" ] && tail -n 4 "$f"; done
+echo "done in $(( $(date +%s) - START )) s"

@@ -51,9 +51,11 @@ SIZES: dict[str, dict[str, int]] = {
     "large": {"T": 500, "B": 128, "n_in": 4096, "n_out": 4096},
     "recurrent": {"T": 500, "B": 16, "n_in": 512, "n_out": 512},
 }
-FEEDFORWARD = ["floor", "spikeforge", "plain", "snntorch", "norse", "spikingjelly", "sinabs", "rockpool"]
-RECURRENT = ["floor", "spikeforge", "plain", "snntorch"]
-NOT_PEERS = {"floor", "spikeforge"}  # everything else is a peer (the plain loop included)
+FEEDFORWARD = ["floor", "spikeforge", "spikeforge_graphed", "plain", "snntorch", "norse", "spikingjelly", "sinabs",
+               "rockpool"]
+RECURRENT = ["floor", "spikeforge", "spikeforge_graphed", "plain", "snntorch"]
+CUDA_ONLY = {"spikeforge_graphed"}
+NOT_PEERS = {"floor", "spikeforge", "spikeforge_graphed"}  # everything else is a peer (the plain loop included)
 DENSITY = 0.1
 DT, TAU_MEM = 1e-3, 10e-3
 ALPHA = math.exp(-DT / TAU_MEM)
@@ -114,8 +116,8 @@ def build_floor(d):
     return (lambda: lin(x)), list(lin.parameters()), {"version": _version("torch"), "note": "torch.nn.Linear alone"}
 
 
-def build_spikeforge(d):
-    import spikeforge
+def _spikeforge_model(d):
+    """The workload as a spikeforge model on the input's device (the public API, default engine)."""
     from spikeforge import nn as snn
 
     n_in, n_out = d["w"].shape[1], d["w"].shape[0]
@@ -124,17 +126,39 @@ def build_spikeforge(d):
         with _no_grad():
             lin.weight.copy_(d["w"])
             lin.bias.copy_(d["b"])
-        model = snn.Sequential(lin, snn.LIF(TAU_MEM, dt=DT, v_th=1.0, reset="subtract")).to(d["x"].device)
-    else:
-        model = snn.Recurrent(n_in, snn.LIF(TAU_MEM, dt=DT, v_th=1.0, reset="subtract", size=n_out),
-                              self_connections=True).to(d["x"].device)
-        with _no_grad():
-            model.input.weight.copy_(d["w"])
-            model.input.bias.copy_(d["b"])
-            model.recurrent.weight.copy_(d["w_rec"])
+        return snn.Sequential(lin, snn.LIF(TAU_MEM, dt=DT, v_th=1.0, reset="subtract")).to(d["x"].device)
+    model = snn.Recurrent(n_in, snn.LIF(TAU_MEM, dt=DT, v_th=1.0, reset="subtract", size=n_out),
+                          self_connections=True).to(d["x"].device)
+    with _no_grad():
+        model.input.weight.copy_(d["w"])
+        model.input.bias.copy_(d["b"])
+        model.recurrent.weight.copy_(d["w_rec"])
+    return model
+
+
+def build_spikeforge(d):
+    import spikeforge
+
+    model = _spikeforge_model(d)
     x = d["x"]
     return (lambda: model(x)[0]), list(model.parameters()), {
         "version": getattr(spikeforge, "__version__", "?"), "note": "public API, default engine"}
+
+
+def build_spikeforge_graphed(d):
+    """The same model, its forward and backward captured once into CUDA graphs (spikeforge.kernels.graphed)."""
+    from spikeforge.kernels.graphs import graphed
+
+    if not d["x"].is_cuda:
+        raise RuntimeError("spikeforge_graphed needs CUDA (CUDA graphs)")
+    import spikeforge
+
+    model = _spikeforge_model(d)
+    f = graphed(model, d["x"])
+    x = d["x"]
+    return (lambda: f(x)), list(model.parameters()), {
+        "version": getattr(spikeforge, "__version__", "?"),
+        "note": "public API, default engine, forward and backward as CUDA graphs (spikeforge.kernels.graphed)"}
 
 
 def build_plain(d):
@@ -362,6 +386,9 @@ def measure(lib: str, size_name: str, device: str, rounds: int, *, memory_only: 
     per_step = out.float().mean(dim=(1, 2)) if lib != "floor" else None
     # CPU: measured in its own process unless this one runs with the memory-measuring malloc settings.
     memory = _memory(fwd_bwd, device) if device == "cuda" or "MALLOC_MMAP_THRESHOLD_" in os.environ else None
+    if lib in CUDA_ONLY:  # a replayed graph allocates from its private pool, which the allocator stats miss
+        memory = None
+        info = {**info, "mem_note": "not measured: CUDA graph memory lives in the graph's private pool"}
     rec = {"library": lib, **info, "size": size_name, **size, "device": device, "rounds": rounds,
            "fwd_ms": 1e3 * statistics.median(fwd_times), "fwd_bwd_ms": 1e3 * statistics.median(bwd_times),
            "fwd_ms_all": [1e3 * t for t in fwd_times], "fwd_bwd_ms_all": [1e3 * t for t in bwd_times],
@@ -501,6 +528,8 @@ def main(argv: list[str] | None = None) -> int:
         args.size, args.rounds, args.one_process, libs = "smoke", 1, True, ["floor", "spikeforge", "plain"]
     else:
         libs = RECURRENT if args.size == "recurrent" else FEEDFORWARD
+        if args.device != "cuda":
+            libs = [lib for lib in libs if lib not in CUDA_ONLY]
     if args.libs:
         wanted = args.libs.split(",")
         unknown = sorted(set(wanted) - set(libs))

@@ -1,10 +1,12 @@
 """Sparse backward (Perez-Nieves & Goodman 2021): backward time dense vs sparse, and Yin-Yang accuracy.
 
-With ``sparse_backward=b`` the surrogate derivative is taken as zero where ``|v - v_th| >= b`` ("inactive"
-neurons) and the fused backward skips them. Part 1 times the backward of a LIF layer (fused scan alone) and of
-a recurrent LIF layer (where the skipped neurons also skip their share of ``gx_t @ W_rec``) at several
-activity levels (fraction of neuron-steps inside the band), dense vs sparse, same forward. Part 2 trains
-``configs/yinyang.yaml`` for the same number of epochs with and without the option.
+With ``sparse_backward=b`` a neuron-step whose membrane is outside ``|v - v_th| < b`` ("inactive") passes no
+gradient: its input gradient is exactly zero, and the fused backward skips it. Part 1 times the backward of a LIF
+layer (fused scan alone), of a spiking MLP (where the hidden layers' input gradients ``grad @ W`` are then formed
+from the non-zeros only) and of a recurrent LIF layer (where the skipped neurons also skip their share of
+``gx_t @ W_rec``) at several activity levels (fraction of neuron-steps inside the band), dense vs sparse, same
+forward. Part 2 trains a config (``--config``, default Yin-Yang; Fashion-MNIST with
+``--config src/spikeforge/configs/fashion-mnist.yaml``) for the same number of epochs with and without it.
 
     python bench/sparse_backward.py --json bench/results/sparse_backward.json
     python bench/sparse_backward.py --epochs 0        # timings only
@@ -98,6 +100,48 @@ def _time_recurrent(t: int, b: int, h: int, drive: float, band: float, repeats: 
     return row
 
 
+def _time_mlp(t: int, b: int, hidden: int, gain: float, band: float, repeats: int) -> dict:
+    """Backward of a whole spiking MLP (784 -> hidden -> hidden -> 10, input spikes at 8 %): the sparse
+    backward's zero input gradients also skip the hidden layers' ``grad @ W`` (formed from the non-zeros)."""
+    from spikeforge.nn import LI, Linear, Sequential
+
+    g = torch.Generator().manual_seed(0)
+    x = (torch.rand(t, b, 784, generator=g) < 0.08).float()
+
+    def net(sparse: float | None) -> Sequential:
+        torch.manual_seed(1)
+        m = Sequential(Linear(784, hidden), LIF(sparse_backward=sparse), Linear(hidden, hidden),
+                       LIF(sparse_backward=sparse), Linear(hidden, 10), LI())
+        with torch.no_grad():
+            m[0].weight.mul_(gain)
+            m[2].weight.mul_(2.0 * gain)
+        return m
+
+    row = {"layer": f"MLP 784-{hidden}-{hidden}-10 T={t} B={b}", "drive": gain}
+    dense = net(None)
+    with torch.no_grad():
+        _, _, recs = dense.trace(x)
+    in_band, rates = [], []
+    for i in (1, 3):
+        z, rec = recs[i]
+        vh = rec.v + z * dense[i].v_th
+        in_band.append(float(((vh - dense[i].v_th).abs() < band).float().mean()))
+        rates.append(float(z.mean()))
+    row["in_band"], row["rate"] = sum(in_band) / 2, sum(rates) / 2
+    for name, model in (("dense", dense), ("sparse", net(band))):
+        def once(model=model) -> float:
+            model.zero_grad()
+            out, _ = model(x)
+            loss = out.amax(0).sum()
+            t0 = time.perf_counter()
+            loss.backward()
+            return time.perf_counter() - t0
+
+        row[f"{name}_ms"] = 1e3 * _best_of(once, repeats)
+    row["speedup"] = row["dense_ms"] / row["sparse_ms"]
+    return row
+
+
 def _train(config: Path, band: float | None, epochs: int, seed: int, out: str) -> dict:
     from spikeforge.train.config import config_from_dict
     from spikeforge.train.trainer import Trainer
@@ -136,6 +180,8 @@ def main() -> None:
     rows = []
     if not args.no_timings:
         rows += [_time_lif(500, 16, 1024, drive, args.band, args.repeats) for drive in (-1.0, 0.0, 0.5, 1.0)]
+        rows += [_time_mlp(50, 64, hidden, gain, args.band, args.repeats) for hidden in (512, 1024)
+                 for gain in (15.0, 20.0)]
         rows += [_time_recurrent(500, 16, 256, drive, args.band, args.repeats) for drive in (-2.0, -1.0, 0.0)]
         rows += [_time_recurrent(1000, 8, 512, drive, args.band, args.repeats) for drive in (-2.0, -1.0, 0.0)]
         rows += [_time_recurrent(300, 16, 1024, drive, args.band, args.repeats) for drive in (-2.0, -1.0, 0.0)]
@@ -150,7 +196,7 @@ def main() -> None:
         for seed in range(args.seeds):
             for band in (None, args.band):
                 runs.append(_train(Path(args.config), band, args.epochs, seed, args.out))
-        print(f"\nYin-Yang, {args.epochs} epochs")
+        print(f"\n{Path(args.config).stem}, {args.epochs} epochs")
         print_table(runs, [("band", "band", "s"), ("seed", "seed", "d"), ("test_acc", "test acc", ".4f"),
                            ("epoch_seconds", "s/epoch", ".2f")])
     write_json(args.json, {"benchmark": "sparse_backward", "band": args.band, "timings": rows, "yinyang": runs,

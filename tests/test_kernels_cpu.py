@@ -11,6 +11,7 @@ import warnings
 
 import pytest
 import torch
+from _sparse_reference import gated_fire
 
 from spikeforge.core.checks import SpikeforgeError
 from spikeforge.core.surrogate import SURROGATES, Surrogate
@@ -230,7 +231,8 @@ def test_recurrent_streaming_and_initial_spikes() -> None:
 
 
 def _banded_reference(spec: FireSpec, p, s0, x, band: float, w=None) -> torch.Tensor:
-    """The LIF reference loop written out with the surrogate derivative zeroed outside the band.
+    """The LIF reference loop written out with sparse backward: outside the band the membrane is a constant
+    (detached), so neither the surrogate nor the leak carries gradient through it.
 
     With ``w`` the input includes the recurrent term ``z_{t-1} @ w.T`` (from ``z_{-1} = 0``).
     """
@@ -240,6 +242,7 @@ def _banded_reference(spec: FireSpec, p, s0, x, band: float, w=None) -> torch.Te
     for t in range(x.shape[0]):
         x_t = x[t] if w is None else x[t] + z_prev @ w.t()
         u = p.v_leak + p.alpha * (v - p.v_leak) + (1.0 - p.alpha) * x_t
+        u = torch.where((u - p.v_th).abs() < band, u, u.detach())
         d = u - p.v_th
         dz = deriv(d.detach()) * (d.detach().abs() < band).to(x.dtype)
         z = (d > 0).to(x.dtype) + (d - d.detach()) * dz  # value H(d), derivative dz
@@ -249,7 +252,7 @@ def _banded_reference(spec: FireSpec, p, s0, x, band: float, w=None) -> torch.Te
     return torch.stack(outs)
 
 
-def test_sparse_backward_is_the_banded_surrogate() -> None:
+def test_sparse_backward_cuts_the_membrane_outside_the_band() -> None:
     spec = FireSpec(Surrogate("fast_sigmoid", 5.0), "subtract", 0, True)
     p, s0, x = _inputs("lif", 0, t=60, n=7)
     s0 = s0._replace(v=s0.v.detach())
@@ -265,7 +268,7 @@ def test_sparse_backward_is_the_banded_surrogate() -> None:
     assert _rel(g_dense, g) > 1e-3  # the band really cuts gradient
 
 
-def test_recurrent_sparse_backward_is_the_banded_surrogate() -> None:
+def test_recurrent_sparse_backward_cuts_the_membrane_outside_the_band() -> None:
     spec = FireSpec(Surrogate("fast_sigmoid", 5.0), "subtract", 0, True)
     g = torch.Generator().manual_seed(8)
     p = _params("lif", 40)
@@ -281,6 +284,25 @@ def test_recurrent_sparse_backward_is_the_banded_surrogate() -> None:
         g_fused = torch.autograd.grad((z * weights).sum(), [x, w])
         for a, b in zip(g_hand, g_fused, strict=True):
             assert a.abs().max() > 0 and _rel(a, b) < 1e-10
+
+
+@pytest.mark.parametrize(("model", "reset", "refractory"),
+                         [(m, r, ref) for m in MODULES for r in RESETS for ref in (0, 2)])
+def test_sparse_backward_every_model_equals_the_gated_reference(model: str, reset: str, refractory: int,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    band = 0.4
+    spec = FireSpec(Surrogate("fast_sigmoid", 5.0), reset, refractory, reset != "value")
+    p, s0, x = _inputs(model, refractory, t=50, n=9)
+    weights = torch.linspace(-1, 1, x.numel(), dtype=F64).view(x.shape)
+    z, _ = fused_scan(model, spec, p, s0, x, sparse_backward=band)
+    g = torch.autograd.grad((z * weights).sum(), x)[0]
+    monkeypatch.setattr(MODULES[model], "fire", gated_fire(band))
+    z_ref, _, _ = scan.run(MODULES[model].step, spec, p, s0, x)
+    g_ref = torch.autograd.grad((z_ref * weights).sum(), x)[0]
+    assert torch.equal(z, z_ref) and z.sum() > 0
+    assert g_ref.abs().max() > 0 and _rel(g_ref, g) < 1e-10
+    if model != "cuba_lif":  # the input gradient is zero wherever the membrane is outside the band
+        assert (g != 0).float().mean() < 0.9
 
 
 def test_layer_engine_arguments() -> None:
@@ -350,3 +372,59 @@ def test_backward_overwrites_saved_membrane_only_when_the_graph_is_dropped() -> 
     g3 = torch.autograd.grad(loss, x)[0]  # the last one may overwrite the saved membrane
     assert torch.equal(g1, g2) and torch.equal(g1, g3)
     assert _rel(g1, g_ref) < 1e-12
+
+
+@pytest.mark.parametrize("model", ["lif", "cuba_lif", "adaptive_lif"])
+@pytest.mark.parametrize("refractory", [0, 2])
+def test_donated_input_keeps_results_and_gradients(model: str, refractory: int) -> None:
+    """Sequential donates a Linear's fresh output to the next neuron layer: the fused kernel keeps its saved
+    membrane there. Spikes and every gradient equal the reference engine (which never donates)."""
+    from spikeforge.nn import Linear, Sequential
+
+    cls = {"lif": LIF, "cuba_lif": CubaLIF, "adaptive_lif": AdaptiveLIF}[model]
+    kw = {"tau_syn": 3e-3} if model == "cuba_lif" else ({"tau_ahp": 30e-3} if model == "adaptive_lif" else {})
+    torch.manual_seed(3)
+    x = (torch.rand(40, 3, 12, dtype=F64) < 0.3).to(F64)
+    outs, grads = [], []
+    for engine in ("auto", "reference"):
+        torch.manual_seed(4)
+        net = Sequential(Linear(12, 16), cls(tau_mem=5e-3, dt=1e-3, refractory=refractory * 1e-3, engine=engine,
+                                             **kw), Linear(16, 5), cls(tau_mem=5e-3, dt=1e-3, engine=engine, **kw))
+        net = net.to(F64)
+        with torch.no_grad():
+            net[0].weight.mul_(12.0)
+            net[2].weight.mul_(12.0)
+        out, _ = net(x)
+        (out * torch.linspace(-1, 1, out.numel(), dtype=F64).view(out.shape)).sum().backward()
+        outs.append(out.detach())
+        grads.append([p.grad.clone() for p in net.parameters()])
+    assert outs[0].sum() > 0 and grads[0][0].abs().sum() > 0
+    assert torch.equal(outs[0], outs[1])
+    for g, g_ref in zip(grads[0], grads[1], strict=True):
+        torch.testing.assert_close(g, g_ref, rtol=1e-5, atol=1e-9)
+
+
+def test_donation_writes_into_the_linear_output_only_without_hooks() -> None:
+    """The donated buffer is the Linear's output: a forward hook that keeps it sees it intact (no donation),
+    and without a hook the saved membrane lives there (the output's autograd version was bumped)."""
+    from spikeforge.nn import Linear, Sequential
+
+    torch.manual_seed(0)
+    net = Sequential(Linear(8, 6), LIF(tau_mem=5e-3, dt=1e-3))
+    x = (torch.rand(10, 2, 8) < 0.5).float()
+    kept = []
+    handle = net[0].register_forward_hook(lambda mod, inp, out: kept.append((out[0], out[0].clone())))
+    net(x)[0].sum().backward()
+    handle.remove()
+    assert torch.equal(kept[0][0], kept[0][1])  # not overwritten while a hook holds it
+    seen = []
+    forward = net[1].forward
+
+    def spy(x_in, state=None, *, donate=False):  # an instance attribute: no hook, so donation stays on
+        seen.append((x_in, x_in._version, donate))
+        return forward(x_in, state, donate=donate)
+
+    net[1].forward = spy
+    net(x)
+    x_in, version_on_entry, donated = seen[0]
+    assert donated and x_in._version > version_on_entry  # the saved membrane was written into it

@@ -219,3 +219,21 @@ def test_native_kernels_build_where_the_fused_scans_do():
 
     if cpu_scan.available():
         assert sp._native()
+
+
+@pytest.mark.parametrize("density", [0.0, 0.03, 0.15, 0.6])
+def test_input_gradient_from_a_sparse_output_gradient_equals_dense(density):
+    """Sparse backward leaves most of a layer's output gradient exactly zero; ``grad @ W`` is then formed from
+    the non-zeros (C++ ``sparse_igrad`` below ``IGRAD_DENSITY``, the dense product above) and equals it."""
+    g = torch.Generator().manual_seed(2)
+    x = (torch.rand(40, 30, generator=g, dtype=torch.float64) < 0.2).to(torch.float64).requires_grad_()
+    w = torch.randn(25, 30, generator=g, dtype=torch.float64, requires_grad=True)
+    grad = torch.randn(40, 25, generator=g, dtype=torch.float64)
+    grad = grad * (torch.rand(40, 25, generator=g, dtype=torch.float64) < density)
+    y = sp.sparse_linear(x, w)
+    gx, gw = torch.autograd.grad(y, [x, w], grad)
+    torch.testing.assert_close(gx, grad @ w.detach(), rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(gw, grad.t() @ x.detach(), rtol=1e-12, atol=1e-12)
+    if sp._native():
+        direct = torch.ops.spikeforge_sparse.sparse_igrad(grad.contiguous(), w.detach().contiguous())
+        torch.testing.assert_close(direct, grad @ w.detach(), rtol=1e-12, atol=1e-12)

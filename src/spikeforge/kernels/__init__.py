@@ -8,7 +8,8 @@ Two entry points, each dispatching on the device of the input:
 CPU tensors go to :mod:`spikeforge.kernels.cpu_scan` (C++ compiled on first use and cached), CUDA tensors to
 ``spikeforge.kernels.triton_scan`` when Triton is installed. Both return None for any case they do not cover
 (or when they cannot be built), and the caller then runs the reference scan (:mod:`spikeforge.sim.scan`), to
-which every fused path is pinned by equivalence tests. See ``docs/kernels.md``.
+which every fused path is pinned by equivalence tests. :func:`graphed` captures a whole model's forward and
+backward as CUDA graphs (for small GPU workloads, where launches dominate). See ``docs/kernels.md``.
 """
 
 from __future__ import annotations
@@ -21,8 +22,9 @@ from ..core.checks import SpikeforgeError
 from ..dynamics.common import FireSpec
 from . import cpu_scan
 from .cpu_scan import check_band
+from .graphs import graphed
 
-__all__ = ["MODELS", "check_band", "fused_recurrent", "fused_scan"]
+__all__ = ["MODELS", "check_band", "fused_recurrent", "fused_scan", "graphed"]
 
 #: model names the fused kernels understand (the dynamics module of each).
 MODELS = tuple(cpu_scan.MODELS)
@@ -34,7 +36,7 @@ def _check_model(model: str) -> None:
 
 
 def fused_scan(model: str, spec: FireSpec, params: NamedTuple, state: NamedTuple, x: Tensor, *,
-               sparse_backward: float | None = None) -> tuple[Tensor, NamedTuple] | None:
+               sparse_backward: float | None = None, inplace: bool = False) -> tuple[Tensor, NamedTuple] | None:
     """Run a neuron model over all steps of ``x`` in one fused kernel for ``x``'s device.
 
     Args:
@@ -42,6 +44,8 @@ def fused_scan(model: str, spec: FireSpec, params: NamedTuple, state: NamedTuple
         spec: firing spec. params, state: the model's dynamics NamedTuples. x: input currents.
         sparse_backward: None (exact gradients) or a band ``b`` > 0: the surrogate derivative is zero where
             ``|v - v_th| >= b`` and the backward skips those neurons.
+        inplace: the caller owns ``x`` and never reads it again: the membrane saved for backward overwrites it
+            (memory of one ``[T, B, ...]`` buffer less; ``x``'s autograd version is bumped).
 
     Returns:
         ``(spikes, final_state)`` or None when no fused kernel covers the case (run the reference scan then).
@@ -58,9 +62,9 @@ def fused_scan(model: str, spec: FireSpec, params: NamedTuple, state: NamedTuple
             from .triton_scan import triton_scan
         except ImportError:
             return None
-        return triton_scan(model, spec, params, state, x, sparse_backward=band)
+        return triton_scan(model, spec, params, state, x, sparse_backward=band, inplace=inplace)
     if x.device.type == "cpu":
-        return cpu_scan.fused_scan(model, spec, params, state, x, sparse_backward=band)
+        return cpu_scan.fused_scan(model, spec, params, state, x, sparse_backward=band, inplace=inplace)
     return None
 
 

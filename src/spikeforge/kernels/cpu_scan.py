@@ -205,11 +205,17 @@ class _ScanFunction(torch.autograd.Function):
     """Fused scan of one neuron layer; inputs and state flat ([T, N] and [N])."""
 
     @staticmethod
-    def forward(ctx, x, v0, aux0, ref0, table, setup):  # type: ignore[override]
+    def forward(ctx, x, v0, aux0, ref0, table, setup, inplace=False):  # type: ignore[override]
         v = v0.clone()
         aux = aux0.clone() if setup.aux_name else v0.new_zeros(v0.shape)
         ref = ref0.clone()
-        z, vh = torch.ops.spikeforge_scan.scan_fwd(x, table, v, aux, ref, setup.code, setup.reset, setup.refr, True)
+        if inplace:  # the saved membrane overwrites x, which the caller owns
+            z = torch.ops.spikeforge_scan.scan_fwd_into(x, table, v, aux, ref, setup.code, setup.reset, setup.refr)
+            vh = x
+            torch.autograd.graph.increment_version(x)  # any other saved use of x now fails loudly
+        else:
+            z, vh = torch.ops.spikeforge_scan.scan_fwd(x, table, v, aux, ref, setup.code, setup.reset, setup.refr,
+                                                       True)
         ctx.save_for_backward(vh, z, table, ref0)
         ctx.setup = setup
         ctx.mark_non_differentiable(ref)
@@ -227,7 +233,7 @@ class _ScanFunction(torch.autograd.Function):
         inplace = not _keep_graph()
         gx = torch.ops.spikeforge_scan.scan_bwd(gz, vh, z, table, ref0, gv, gaux, s.code, s.reset, s.refr, s.detach,
                                                 s.surr, s.scale, s.band, inplace)
-        return gx, gv, (gaux if s.aux_name else None), None, None, None
+        return gx, gv, (gaux if s.aux_name else None), None, None, None, None
 
 
 def _wants_grad(*tensors: Tensor | None) -> bool:
@@ -243,7 +249,7 @@ def _final_state(setup: _Setup, v: Tensor, aux: Tensor, ref: Tensor, state: Name
 
 
 def fused_scan(model: str, spec: FireSpec, params: NamedTuple, state: NamedTuple, x: Tensor, *,
-               sparse_backward: float | None = None) -> tuple[Tensor, NamedTuple] | None:
+               sparse_backward: float | None = None, inplace: bool = False) -> tuple[Tensor, NamedTuple] | None:
     """Run a spiking model over all time steps of ``x`` in one fused CPU call.
 
     Args:
@@ -254,6 +260,9 @@ def fused_scan(model: str, spec: FireSpec, params: NamedTuple, state: NamedTuple
         x: input currents.
         sparse_backward: band ``b`` > 0: the surrogate derivative is taken as zero where ``|v - v_th| >= b``
             (Perez-Nieves & Goodman 2021); None: exact surrogate gradient.
+        inplace: the caller owns ``x`` (e.g. the fresh output of a linear layer nothing else reads): the membrane
+            saved for backward overwrites ``x`` (whose autograd version is bumped), so the scan adds only its
+            spikes to memory. Only when ``x`` is contiguous and a gradient is recorded; otherwise ignored.
 
     Returns:
         ``(spikes, final_state)``, differentiable w.r.t. ``x`` and the initial state; None when the case is
@@ -273,7 +282,8 @@ def fused_scan(model: str, spec: FireSpec, params: NamedTuple, state: NamedTuple
     vf, af = v0.reshape(n).contiguous(), aux0.expand(shape).reshape(n).contiguous()
     rf = _flat_ref(ref, n)
     if _wants_grad(x, v0, aux0 if setup.aux_name else None):
-        z, v, aux, ref_out = _ScanFunction.apply(xf, vf, af, rf, table, setup)
+        own = bool(inplace) and x.is_contiguous() and x.requires_grad  # xf is then a view of x itself
+        z, v, aux, ref_out = _ScanFunction.apply(xf, vf, af, rf, table, setup, own)
     else:
         v, aux = vf.clone(), af.clone()
         ref_out = rf

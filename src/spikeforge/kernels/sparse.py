@@ -59,6 +59,9 @@ __all__ = [
 # alone) at N=16000, I=O=256. 0.25 keeps a margin for narrow layers.
 DEFAULT_THRESHOLDS: dict[str, float] = {"cpu": 0.25, "cuda": 0.0}
 
+#: the input gradient ``grad @ W`` is formed from the non-zeros of ``grad`` below this density (CPU; measured
+#: crossover with MKL's dense product on 2 cores, see docs/kernels.md)
+IGRAD_DENSITY = 0.2
 _SAMPLE = 1 << 16  # elements sampled for the cheap density estimate
 _FWD_TABLE_BYTES = 1 << 19  # forward: W^T column block gathered from (bytes); 512 KiB measured best
 _BWD_TABLE_BYTES = 1 << 20  # weight gradient: g column block gathered from (bytes); 1 MiB measured best
@@ -240,6 +243,16 @@ def _weight_grad(active: SparseInput, grad: Tensor) -> Tensor:
     return gw
 
 
+def _input_grad(grad: Tensor, weight: Tensor) -> Tensor:
+    """``grad @ weight``; from the non-zeros of ``grad`` when it is sparse (sparse backward leaves most of the
+    output gradient exactly zero), else the dense product."""
+    if _use_native(grad, weight.shape[1]):
+        nnz = int(torch.count_nonzero(grad))
+        if nnz < IGRAD_DENSITY * grad.numel():
+            return torch.ops.spikeforge_sparse.sparse_igrad(grad, weight.detach().contiguous())
+    return grad @ weight
+
+
 class _SparseLinear(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: Tensor, weight: Tensor, bias: Tensor | None, active: SparseInput):
@@ -252,7 +265,7 @@ class _SparseLinear(torch.autograd.Function):
     def backward(ctx, grad: Tensor):
         (weight,) = ctx.saved_tensors
         grad = grad.contiguous()
-        gx = grad @ weight if ctx.needs_input_grad[0] else None
+        gx = _input_grad(grad, weight) if ctx.needs_input_grad[0] else None
         gw = _weight_grad(ctx.active, grad) if ctx.needs_input_grad[1] else None
         gb = grad.sum(0) if ctx.has_bias and ctx.needs_input_grad[2] else None
         return gx, gw, gb, None

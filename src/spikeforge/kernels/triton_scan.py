@@ -18,7 +18,8 @@ Design
   requires a gradient. ``inplace=True`` (for callers that own ``x``) writes ``v_t`` over ``x`` and then
   ``dL/dx`` over ``v_t``: the scan then adds only the spikes to the memory of the layer in front of it.
 * **Backward**: one launch, the adjoint recurrence for ``t = T-1 .. 0`` with the surrogate derivative
-  (``sparse_backward=b`` zeroes it where ``|v - v_th| >= b``), reset (``detach_reset`` honoured), refractory
+  (``sparse_backward=b``: where ``|v - v_th| >= b`` the membrane is a constant, so no gradient passes through
+  it), reset (``detach_reset`` honoured), refractory
   hold, the synaptic current (CubaLIF) and the AHP current (AdaptiveLIF, whose jump ``b z`` carries gradient
   through the surrogate).
 * **Recurrent layers**: the product ``z_{t-1} W_rec^T`` cannot be hoisted, so each step is one cuBLAS ``mm``
@@ -42,10 +43,10 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-from ..core.checks import SpikeforgeError
 from ..core.surrogate import Surrogate
 from ..dynamics import adaptive_lif, cuba_lif, if_neuron, lif
 from ..dynamics.common import FireSpec
+from .cpu_scan import _keep_graph
 
 try:  # Triton is optional: without it every entry point returns None.
     import triton
@@ -341,6 +342,10 @@ if triton is not None:
             else:
                 gvi = gvp
                 gv = alpha * gvi
+            if SPARSE:  # outside the band the membrane is a constant: no gradient passes through it
+                inb = tl.abs(du) < sparse_b
+                gvi = tl.where(inb, gvi, 0.0)
+                gv = tl.where(inb, gv, 0.0)
             gu = oma * gvi
             if MODEL == 2:
                 git = gu + gaux
@@ -480,8 +485,9 @@ def _flags(cfg: _Config, T: int, like: Tensor, save: bool) -> Tensor:
 class _ScanFunction(torch.autograd.Function):
     """Fused scan of ``x [T, L]`` from ``v0``, ``aux0`` (or None) and ``ref0`` (or None).
 
-    Differentiable in ``x``, ``v0`` and ``aux0``. With ``inplace`` the saved membrane overwrites ``x`` and the
-    backward writes ``dL/dx`` over it in turn (each element is read before it is written, by the same thread).
+    Differentiable in ``x``, ``v0`` and ``aux0``. With ``inplace`` the saved membrane overwrites ``x`` and a
+    backward that frees the graph writes ``dL/dx`` over it in turn (each element is read before it is written, by
+    the same thread); a backward that retains the graph writes a new tensor.
     """
 
     @staticmethod
@@ -498,7 +504,7 @@ class _ScanFunction(torch.autograd.Function):
         if inplace:  # Triton's writes are invisible to autograd: any other saved use of x now fails loudly
             torch.autograd.graph.increment_version(x)
         ctx.cfg, ctx.consts, ctx.has_aux = cfg, consts, aux0 is not None
-        ctx.inplace, ctx.spent = inplace, False
+        ctx.inplace = inplace
         if save:
             ctx.save_for_backward(vp, fl)
         outs = [z, vo] + ([auxo] if auxo is not None else []) + ([refo] if refo is not None else [])
@@ -512,12 +518,9 @@ class _ScanFunction(torch.autograd.Function):
         vp, fl = ctx.saved_tensors
         gaux = rest[0] if ctx.has_aux else None
         gz = torch.zeros_like(vp) if gz is None else gz.contiguous()
-        if ctx.inplace and ctx.spent:
-            raise SpikeforgeError(
-                "triton_scan(inplace=True) reuses its saved membrane for the input gradient, so its graph can be "
-                "back-propagated once; got a second backward (retain_graph=True): use inplace=False for that.")
-        ctx.spent = True
-        gx = vp if ctx.inplace else torch.empty_like(vp)
+        # dL/dx overwrites the saved membrane only when this backward frees the graph (a retained graph may be
+        # back-propagated again and still needs the membrane)
+        gx = vp if ctx.inplace and not _keep_graph() else torch.empty_like(vp)
         gvo = torch.empty((cfg.lanes,), dtype=vp.dtype, device=vp.device)
         gauxo = torch.empty_like(gvo) if ctx.has_aux else gvo
         _backward(cfg, consts, gz, vp, fl, gx, None if gv is None else gv.contiguous(),
@@ -709,12 +712,12 @@ def triton_scan(
         params: the model's per-step params (0-dim or broadcastable to ``x[0]``; none may require grad).
         state: the model's state at the start (tensors shaped like ``x[0]``; ``ref`` int or None).
         x: input currents.
-        sparse_backward: if given, the surrogate derivative is zero where ``|v - v_th| >= sparse_backward``.
+        sparse_backward: if given, no gradient passes through the membrane where ``|v - v_th| >= sparse_backward``.
         inplace: save memory when the caller owns ``x`` (e.g. the fresh output of a linear layer that nothing else
             reads): the membrane saved for backward overwrites ``x`` and the input gradient then overwrites it in
-            turn, so the scan allocates no ``[T, B, ...]`` buffer besides the spikes. ``x`` is clobbered (its
-            autograd version is bumped, so another saved use of it raises) and the graph can be back-propagated
-            only once. Without gradients it changes nothing.
+            turn (unless the graph is retained), so the scan allocates no ``[T, B, ...]`` buffer besides the
+            spikes. ``x`` is clobbered (its autograd version is bumped, so another saved use of it raises).
+            Without gradients it changes nothing.
 
     Returns:
         ``(spikes, final_state)``, or None when the fused path cannot run it (no Triton, tensor not on CUDA

@@ -78,6 +78,8 @@ class Linear(TimeDistributed):
         ``[T, B, in] -> [T, B, out]``.
     """
 
+    fresh_output = True  # a new tensor every call (Sequential may donate it to the next neuron layer)
+
     def __init__(self, in_features: int, out_features: int, *, bias: bool = True,
                  sparse: bool | str = "auto", sparse_threshold: float | None = None) -> None:
         super().__init__(nn.Linear(in_features, out_features, bias=bias))
@@ -128,6 +130,8 @@ class Linear(TimeDistributed):
 class Conv1d(TimeDistributed):
     """1-D convolution. Shape: ``[T, B, C_in, L] -> [T, B, C_out, L_out]``."""
 
+    fresh_output = True  # a new tensor every call (Sequential may donate it to the next neuron layer)
+
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int, *, stride: int = 1,
                  padding: int | str = 0, dilation: int = 1, bias: bool = True) -> None:
         super().__init__(nn.Conv1d(in_channels, out_channels, kernel_size, stride=stride,
@@ -136,6 +140,8 @@ class Conv1d(TimeDistributed):
 
 class Conv2d(TimeDistributed):
     """2-D convolution. Shape: ``[T, B, C_in, H, W] -> [T, B, C_out, H_out, W_out]``."""
+
+    fresh_output = True  # a new tensor every call (Sequential may donate it to the next neuron layer)
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int | tuple[int, int], *,
                  stride: int = 1, padding: int | str = 0, dilation: int = 1,

@@ -59,6 +59,10 @@ class Neuron(SNNModule):
     kernel: str | None = None  # model name for spikeforge.kernels (None: no fused kernel)
     engine: str = "auto"
     sparse_backward: float | None = None
+    #: None, or ``hook(step) -> step``: given the model's ``step``, the step function the reference scan runs for
+    #: one call (then always the reference scan). Hardware-in-the-loop training (:mod:`spikeforge.train.hil`)
+    #: injects a chip's spikes and membranes per step through it.
+    step_hook: Callable[[Callable], Callable] | None = None
 
     def set_engine(self, engine: str = "auto", *, sparse_backward: float | None = None) -> None:
         """Choose how the time loop runs: ``"auto"``, ``"fused"`` or ``"reference"`` (see the module doc).
@@ -148,20 +152,30 @@ class Neuron(SNNModule):
             check_rank("x", x, 2 + len(self.size), layout=f"{layout} (time-major)")
             check_shape_tail("x", x, self.size, layout=layout)
 
-    def forward(self, x: Tensor, state: NamedTuple | None = None) -> tuple[Tensor, NamedTuple]:
+    #: :class:`~spikeforge.nn.Sequential` may hand this layer its input to overwrite (``donate=True``).
+    accepts_donation = True
+
+    def forward(self, x: Tensor, state: NamedTuple | None = None, *,
+                donate: bool = False) -> tuple[Tensor, NamedTuple]:
         """Run the neuron over a sequence.
+
+        Args:
+            x: input currents. state: the state to start from (None: rest).
+            donate: the caller owns ``x`` and never reads it again (``Sequential`` passes it for the fresh
+                output of a ``Linear``/``Conv`` layer): the fused kernel then keeps its saved membrane in
+                ``x``'s memory instead of a new buffer. ``x``'s autograd version is bumped.
 
         Shape:
             x ``[T, B, *size]`` -> output ``[T, B, *size]`` (spikes, or membrane for LI).
         """
-        out, state, _ = self.trace_run(x, state, record=False)
+        out, state, _ = self.trace_run(x, state, record=False, donate=donate)
         return out, state
 
     def trace(self, x: Tensor, state: NamedTuple | None = None):
         """Like ``forward`` plus every state variable at every step (a state of ``[T, ...]``)."""
         return self.trace_run(x, state, record=True)
 
-    def trace_run(self, x: Tensor, state: NamedTuple | None, *, record: bool):
+    def trace_run(self, x: Tensor, state: NamedTuple | None, *, record: bool, donate: bool = False):
         """Run the layer over ``x``; with ``record`` also return every state variable at every step.
 
         Without ``record`` the fused kernel runs where it covers the call (see :meth:`set_engine`).
@@ -172,8 +186,11 @@ class Neuron(SNNModule):
             state = self.model.init_state(
                 p, x[0], refractory=self.fire_spec is not None and self.fire_spec.refractory > 0
             )
+        if self.step_hook is not None:
+            return scan.run(self.step_hook(self.model.step), self.fire_spec, p, state, x, record=record)
         if not record and self.kernel is not None and self.engine != "reference":
-            fused = fused_scan(self.kernel, self.fire_spec, p, state, x, sparse_backward=self.sparse_backward)
+            fused = fused_scan(self.kernel, self.fire_spec, p, state, x, sparse_backward=self.sparse_backward,
+                               inplace=donate)
             if fused is not None:
                 return fused[0], fused[1], None
             self._no_fused_path(x)

@@ -17,6 +17,15 @@ from .layers import TimeDistributed
 __all__ = ["Sequential"]
 
 
+def _hooked(layer: nn.Module) -> bool:
+    """Whether a forward hook (on ``layer``, inside it, or global) could have kept a reference to its output."""
+    from torch.nn.modules import module as torch_module
+
+    if torch_module._global_forward_hooks:
+        return True
+    return any(m._forward_hooks for m in layer.modules())
+
+
 class Sequential(SNNModule):
     """Chain of layers; ``forward(x, state) -> (out, state)`` where ``state`` is a tuple per layer.
 
@@ -58,10 +67,25 @@ class Sequential(SNNModule):
         return tuple(state)
 
     def forward(self, x: Tensor, state: Any = None) -> tuple[Tensor, tuple]:
+        """Run every layer in turn.
+
+        Memory: the output of a ``Linear``/``Conv`` layer (``fresh_output``) that feeds a neuron layer
+        (``accepts_donation``) is a temporary only this loop holds, so it is donated: the neuron's fused kernel
+        keeps its saved membrane there instead of in a new ``[T, B, ...]`` buffer. Not when forward hooks could
+        have kept a reference to it.
+
+        Shape:
+            ``[T, B, *in]`` -> ``[T, B, *out]``.
+        """
         check_sequence("x", x)
         new = []
+        owned = False  # whether x is a fresh temporary that only this loop references
         for layer, s in zip(self.layers, self._states(state), strict=True):
-            x, s = layer(x, s)
+            if owned and getattr(layer, "accepts_donation", False):
+                x, s = layer(x, s, donate=True)
+            else:
+                x, s = layer(x, s)
+            owned = getattr(layer, "fresh_output", False) and not _hooked(layer)
             new.append(s)
         return x, tuple(new)
 

@@ -16,6 +16,7 @@
 
 #include <cmath>
 #include <algorithm>
+#include <limits>
 #include <cstdint>
 #include <type_traits>
 #include <tuple>
@@ -130,6 +131,17 @@ void fwd_row(int64_t refr, const S* __restrict__ p, int64_t n, int64_t j0, int64
   for (int64_t j = j0; j < j1; ++j) z[j] = step_fwd<S, M, R, REF>(refr, p, n, j, x[j], v[j], aux[j], ref, vh[j]);
 }
 
+// The same step where the saved membrane overwrites the input: each x[j] is read (by value) before vh[j] is
+// written, and the one pointer carries no restrict qualifier, so the aliasing is well defined.
+template <typename S, int64_t M, int64_t R, bool REF>
+void fwd_row_into(int64_t refr, const S* __restrict__ p, int64_t n, int64_t j0, int64_t j1, S* xv,
+                  S* __restrict__ v, S* __restrict__ aux, int32_t* __restrict__ ref, S* __restrict__ z) {
+  for (int64_t j = j0; j < j1; ++j) {
+    const S xj = xv[j];
+    z[j] = step_fwd<S, M, R, REF>(refr, p, n, j, xj, v[j], aux[j], ref, xv[j]);
+  }
+}
+
 void check_cpu(const at::Tensor& t, const char* name) {
   TORCH_CHECK(t.device().is_cpu() && t.is_contiguous(), "spikeforge scan: ", name, " must be a contiguous CPU tensor");
 }
@@ -170,6 +182,40 @@ std::tuple<at::Tensor, at::Tensor> scan_fwd(const at::Tensor& x, const at::Tenso
     });
   });
   return {z, vh};
+}
+
+// Like scan_fwd with save=true, but the saved membrane is written over x (which the caller owns and no longer
+// needs): x [T, N] becomes vh. Returns z [T, N].
+at::Tensor scan_fwd_into(at::Tensor x, const at::Tensor& p, at::Tensor v, at::Tensor aux, at::Tensor ref,
+                         int64_t model, int64_t reset, int64_t refr) {
+  check_cpu(x, "x");
+  check_cpu(p, "p");
+  check_cpu(v, "v");
+  check_cpu(aux, "aux");
+  const int64_t T = x.size(0), N = x.size(1);
+  auto z = at::empty({T, N}, x.options());
+  const bool has_ref = ref.numel() > 0;
+  if (has_ref) check_cpu(ref, "ref");
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "spikeforge_scan_fwd_into", [&] {
+    scalar_t* xp = x.data_ptr<scalar_t>();
+    const scalar_t* pp = p.data_ptr<scalar_t>();
+    scalar_t* vp = v.data_ptr<scalar_t>();
+    scalar_t* ap = aux.data_ptr<scalar_t>();
+    int32_t* rp = has_ref ? ref.data_ptr<int32_t>() : nullptr;
+    scalar_t* zp = z.data_ptr<scalar_t>();
+    with_cfg(model, reset, has_ref, [&](auto m, auto r, auto ref_c) {
+      at::parallel_for(0, N, kGrain, [&](int64_t j0, int64_t j1) {
+        for (int64_t jb = j0; jb < j1; jb += kBlock) {
+          const int64_t je = std::min(j1, jb + kBlock);
+          for (int64_t t = 0; t < T; ++t) {
+            const int64_t o = t * N;
+            fwd_row_into<scalar_t, m(), r(), ref_c()>(refr, pp, N, jb, je, xp + o, vp, ap, rp, zp + o);
+          }
+        }
+      });
+    });
+  });
+  return z;
 }
 
 struct BCfg {
@@ -254,11 +300,13 @@ inline S surrogate_one(const BCfg& c, S d) {
 }
 
 // One backward step for neuron j. sg: surrogate derivative at this step (zero outside the band); active: not
-// refractory. gv, gaux: gradients w.r.t. the state after the step (in), before it (out). gz: gradient w.r.t. the
+// refractory; keep: 0 under sparse backward where the membrane is outside the band, so no gradient passes through
+// it (to the input, the previous membrane or the spike; a synaptic or adaptation current keeps its own chain),
+// else 1 (a multiplication, not a branch: the in-band pattern is random and would mispredict). gv, gaux: gradients w.r.t. the state after the step (in), before it (out). gz: gradient w.r.t. the
 // spike. Returns the gradient w.r.t. the input x_t. Mirrors autograd of dynamics/*.py step by step.
 template <typename S, int64_t M, int64_t R, bool REF>
 inline S step_bwd(bool detach, const S* p, int64_t n, int64_t j, S vh, S z, bool active, S sg, S gz, S& gv,
-                  S& gaux) {
+                  S& gaux, S keep = S(1)) {
   const S one = 1;
   const S al = p[j], be = p[n + j];
   const S gan = gaux;
@@ -281,6 +329,9 @@ inline S step_bwd(bool detach, const S* p, int64_t n, int64_t j, S vh, S z, bool
   } else {
     gu = gvh + gz * sg;
   }
+  // sparse backward, membrane outside the band (keep = 0): a constant, no gradient passes through it
+  gu = gu * keep;
+  gprev = gprev * keep;
   S gx;
   if constexpr (M == IF) {
     gv = gprev + gu;
@@ -330,6 +381,9 @@ at::Tensor scan_bwd(const at::Tensor& gz, at::Tensor vh, const at::Tensor& z, co
     scalar_t* gap = gaux.data_ptr<scalar_t>();
     scalar_t* gxp = gx.data_ptr<scalar_t>();
     const scalar_t* thp = pp + 3 * N;
+    // sparse backward: keep = |v - v_th| < band, branch-free in the loop (the in-band pattern is random)
+    const bool sparse = band > 0;
+    const scalar_t keep_band = sparse ? scalar_t(band) : std::numeric_limits<scalar_t>::infinity();
     with_cfg(model, reset, has_ref, [&](auto m, auto r, auto ref_c) {
       at::parallel_for(0, N, kGrain, [&](int64_t j0, int64_t j1) {
         std::vector<scalar_t> sg(kBlock);
@@ -338,11 +392,21 @@ at::Tensor scan_bwd(const at::Tensor& gz, at::Tensor vh, const at::Tensor& z, co
           for (int64_t t = T - 1; t >= 0; --t) {
             const int64_t o = t * N;
             fill_surrogate<scalar_t>(c, hp + o, thp, jb, je, sg.data());
-            for (int64_t j = jb; j < je; ++j) {
-              const bool active = !ref_c() || active_at<scalar_t>(zp, r0, N, j, t, refr);
-              gxp[o + j] = step_bwd<scalar_t, m(), r(), ref_c()>(detach, pp, N, j, hp[o + j], zp[o + j], active,
-                                                                  sg[j - jb], gzp[t * gst + j * gsn], gvp[j],
-                                                                  gap[j]);
+            if (sparse) {
+              for (int64_t j = jb; j < je; ++j) {
+                const bool active = !ref_c() || active_at<scalar_t>(zp, r0, N, j, t, refr);
+                const scalar_t keep = scalar_t(std::abs(hp[o + j] - thp[j]) < keep_band);
+                gxp[o + j] = step_bwd<scalar_t, m(), r(), ref_c()>(detach, pp, N, j, hp[o + j], zp[o + j], active,
+                                                                    sg[j - jb], gzp[t * gst + j * gsn], gvp[j],
+                                                                    gap[j], keep);
+              }
+            } else {  // keep = 1: the multiplications fold away
+              for (int64_t j = jb; j < je; ++j) {
+                const bool active = !ref_c() || active_at<scalar_t>(zp, r0, N, j, t, refr);
+                gxp[o + j] = step_bwd<scalar_t, m(), r(), ref_c()>(detach, pp, N, j, hp[o + j], zp[o + j], active,
+                                                                    sg[j - jb], gzp[t * gst + j * gsn], gvp[j],
+                                                                    gap[j]);
+              }
             }
           }
         }
@@ -498,8 +562,9 @@ std::tuple<at::Tensor, at::Tensor> rec_bwd(const at::Tensor& gz, const at::Tenso
             for (int64_t h = 0; h < H; ++h) {
               const int64_t j = b * H + h;
               const bool active = !ref_c() || active_at<scalar_t>(zp, r0, N, j, t, refr);
+              const scalar_t keep = scalar_t(band <= 0 || std::abs(hp[o + j] - pp[3 * N + j]) < scalar_t(band));
               gxp[o + j] = step_bwd<scalar_t, m(), r(), ref_c()>(detach, pp, N, j, hp[o + j], zp[o + j], active,
-                                                                  sgp[j], gzp[o + j] + g[h], gvp[j], gap[j]);
+                                                                  sgp[j], gzp[o + j] + g[h], gvp[j], gap[j], keep);
             }
           });
           counts[b] = t > 0 ? fill_sg(b, t - 1) : H;
@@ -575,6 +640,8 @@ at::Tensor rec_wgrad(const at::Tensor& gx, const at::Tensor& z, const at::Tensor
 TORCH_LIBRARY(spikeforge_scan, m) {
   m.def("scan_fwd(Tensor x, Tensor p, Tensor(a!) v, Tensor(b!) aux, Tensor(c!) ref, int model, int reset, int refr,"
         " bool save) -> (Tensor, Tensor)");
+  m.def("scan_fwd_into(Tensor(d!) x, Tensor p, Tensor(a!) v, Tensor(b!) aux, Tensor(c!) ref, int model, int reset,"
+        " int refr) -> Tensor");
   m.def("scan_bwd(Tensor gz, Tensor(c!) vh, Tensor z, Tensor p, Tensor ref0, Tensor(a!) gv, Tensor(b!) gaux, int model,"
         " int reset, int refr, bool detach, int surr, float scale, float band, bool inplace) -> Tensor");
   m.def("rec_fwd(Tensor x_ff, Tensor wt, Tensor z0, Tensor p, Tensor(a!) v, Tensor(b!) aux, Tensor(c!) ref,"
@@ -587,6 +654,7 @@ TORCH_LIBRARY(spikeforge_scan, m) {
 
 TORCH_LIBRARY_IMPL(spikeforge_scan, CPU, m) {
   m.impl("scan_fwd", &scan_fwd);
+  m.impl("scan_fwd_into", &scan_fwd_into);
   m.impl("scan_bwd", &scan_bwd);
   m.impl("rec_fwd", &rec_fwd);
   m.impl("rec_bwd", &rec_bwd);

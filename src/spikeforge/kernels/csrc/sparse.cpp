@@ -162,14 +162,49 @@ at::Tensor sparse_wgrad(at::Tensor idx, at::Tensor val, at::Tensor g, int64_t I)
   return gw;
 }
 
+// Input gradient from a sparse output gradient: gx[n, :] = sum over o with g[n, o] != 0 of g[n, o] * W[o, :].
+// g [N, O] (mostly zeros, e.g. after sparse backward), weight [O, I] -> gx [N, I]. Rows in parallel; each row
+// adds whole rows of W (contiguous, vectorised), in increasing o, so the sum is that of the dense product up to
+// the skipped zero terms' rounding (none: x + 0*w = x).
+template <typename T>
+SF_CLONES void igrad_rows(const T* g, const T* w, T* gx, int64_t n0, int64_t n1, int64_t O, int64_t I) {
+  for (int64_t n = n0; n < n1; ++n) {
+    T* out = gx + n * I;
+    std::fill(out, out + I, T(0));
+    const T* gr = g + n * O;
+    for (int64_t o = 0; o < O; ++o) {
+      const T s = gr[o];
+      if (s == T(0)) continue;
+      const T* row = w + o * I;
+      for (int64_t i = 0; i < I; ++i) out[i] += s * row[i];
+    }
+  }
+}
+
+at::Tensor sparse_igrad(at::Tensor g, at::Tensor weight) {
+  check(g, "g"); check(weight, "weight");
+  const int64_t N = g.size(0), O = g.size(1), I = weight.size(1);
+  TORCH_CHECK(weight.size(0) == O, "spikeforge_sparse: g [N, O] and weight [O, I] disagree on O");
+  auto gx = at::empty({N, I}, g.options());
+  AT_DISPATCH_FLOATING_TYPES(g.scalar_type(), "spikeforge_sparse_igrad", [&] {
+    const scalar_t* gp = g.data_ptr<scalar_t>();
+    const scalar_t* wp = weight.data_ptr<scalar_t>();
+    scalar_t* xp = gx.data_ptr<scalar_t>();
+    at::parallel_for(0, N, 16, [&](int64_t n0, int64_t n1) { igrad_rows<scalar_t>(gp, wp, xp, n0, n1, O, I); });
+  });
+  return gx;
+}
+
 }  // namespace
 
 TORCH_LIBRARY(spikeforge_sparse, m) {
   m.def("sparse_fwd(Tensor idx, Tensor val, Tensor weight, Tensor bias, int N) -> Tensor");
   m.def("sparse_wgrad(Tensor idx, Tensor val, Tensor g, int I) -> Tensor");
+  m.def("sparse_igrad(Tensor g, Tensor weight) -> Tensor");
 }
 
 TORCH_LIBRARY_IMPL(spikeforge_sparse, CPU, m) {
   m.impl("sparse_fwd", &sparse_fwd);
   m.impl("sparse_wgrad", &sparse_wgrad);
+  m.impl("sparse_igrad", &sparse_igrad);
 }
