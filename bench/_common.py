@@ -26,7 +26,19 @@ def _run_one(job: dict[str, Any]) -> dict[str, Any]:
     trainer = Trainer(cfg)
     final = trainer.fit()
     per_epoch = sum(r["seconds"] for r in trainer.history) / max(1, len(trainer.history))
-    return {**job["tag"], **final, "epoch_seconds": per_epoch}
+    return {**job["tag"], **final, "epoch_seconds": per_epoch, "peak_memory_mib": peak_memory_mib(trainer.device)}
+
+
+def peak_memory_mib(device=None) -> float:
+    """Peak memory so far: ``torch.cuda.max_memory_allocated`` on a CUDA device, else the peak resident set size
+    of this process (``ru_maxrss``; a worker that ran several jobs reports the largest of them)."""
+    import resource
+
+    import torch
+
+    if device is not None and torch.device(device).type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def run_jobs(jobs: list[dict[str, Any]], workers: int, threads: int | None = None,

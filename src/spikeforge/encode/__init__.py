@@ -19,6 +19,7 @@ from spikeforge.encode.readout import (
     mean_membrane,
     spike_count,
 )
+from spikeforge.encode.spike_times import spike_times, yinyang_spike_times
 
 __all__ = [
     "READOUTS",
@@ -42,4 +43,6 @@ __all__ = [
     "mean_membrane",
     "poisson",
     "spike_count",
+    "spike_times",
+    "yinyang_spike_times",
 ]

@@ -4,6 +4,8 @@
 from .base import SNNModule
 from .crossbar import CrossbarLinear
 from .delay import Delay, DelayedLinear
+from .event_readout import EventLI
+from .events import EventLIF
 from .layers import (
     AvgPool1d,
     AvgPool2d,
@@ -35,6 +37,8 @@ __all__ = [
     "Delay",
     "DelayedLinear",
     "Dropout",
+    "EventLI",
+    "EventLIF",
     "Flatten",
     "Linear",
     "MaxPool1d",

@@ -117,6 +117,11 @@ def _layer_specs(layers: list[dict[str, Any]]) -> list[tuple[str, dict[str, Any]
 
 def validate_config(cfg: Any) -> None:
     """Check the layer list of a :class:`~spikeforge.train.config.Config` (types and keys)."""
+    if cfg.model.method != "surrogate":  # event-driven network (spikeforge.train.event)
+        from .event import validate_event_config
+
+        validate_event_config(cfg)
+        return
     if not cfg.model.layers:
         raise SpikeforgeError("model.layers is empty; list at least one layer.")
     _layer_specs(cfg.model.layers)

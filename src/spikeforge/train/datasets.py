@@ -69,6 +69,10 @@ def encode_batch(x: Tensor, enc_cfg, generator: torch.Generator | None) -> Tenso
     """Turn static samples ``[B, *features]`` into an input sequence ``[T, B, *features(+1)]``."""
     from ..encode import constant_current, event_counts, latency, poisson
 
+    if enc_cfg.type == "spike_times":  # event networks: [K, B, n_in] spike times
+        from .event import encode_spike_times
+
+        return encode_spike_times(x, enc_cfg)
     if enc_cfg.type == "current":
         seq = constant_current(x, enc_cfg.steps) * enc_cfg.gain
     elif enc_cfg.type == "poisson":
@@ -88,6 +92,10 @@ def encode_batch(x: Tensor, enc_cfg, generator: torch.Generator | None) -> Tenso
 
 def encoded_shape(in_shape: tuple[int, ...], enc_cfg) -> tuple[int, ...]:
     """Feature shape after :func:`encode_batch`."""
+    if enc_cfg.type == "spike_times":
+        from .event import encoded_channels
+
+        return encoded_channels(in_shape, enc_cfg)
     if enc_cfg.bias:
         return (*in_shape[:-1], in_shape[-1] + 1)
     return in_shape
