@@ -23,6 +23,7 @@ __all__ = [
     "Config",
     "DataConfig",
     "EncodingConfig",
+    "HILConfig",
     "LossConfig",
     "ModelConfig",
     "OptimizerConfig",
@@ -62,13 +63,15 @@ class EncodingConfig:
     input, larger values earlier) or ``events`` (``round(gain * value)`` input events per step, at most
     ``max_events``: the integer input of an event-driven chip such as Xylo). ``steps``: number of time
     steps T. ``bias``: append a constant input channel of value 1 (a bias neuron, as in the Yin-Yang
-    papers)."""
+    papers). ``spike_times`` (event networks, see :mod:`spikeforge.train.event`): continuous spike times from
+    :func:`spikeforge.encode.spike_times.spike_times` with the keyword arguments in ``times``."""
 
     type: str = "current"
     steps: int = 30
     gain: float = 1.0
     bias: bool = False
     max_events: int = 15
+    times: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -78,12 +81,14 @@ class ModelConfig:
     Each layer is a mapping with ``type`` (``linear``, ``lif``, ``if``, ``cuba_lif``, ``adaptive_lif``,
     ``li``, ``recurrent``, ``dropout``, ``conv1d``, ``conv2d``, ``maxpool2d``, ``avgpool2d``,
     ``flatten``, ``delay``) and that layer's arguments. Sizes are inferred: ``linear`` needs only
-    ``out``."""
+    ``out``. ``method``: ``surrogate`` (time-stepped BPTT) or, for event-driven networks of ``event_lif``/``event_li``
+    layers, ``ttfs`` (exact spike-time gradients) or ``eventprop`` (see :mod:`spikeforge.train.event`)."""
 
     dt: float = 1e-3
     surrogate: dict[str, Any] = field(default_factory=lambda: {"name": "fast_sigmoid", "scale": 10.0})
     layers: list[dict[str, Any]] = field(default_factory=list)
     init_gain: float = 1.0
+    method: str = "surrogate"
 
 
 @dataclass
@@ -113,12 +118,15 @@ class LossConfig:
     """Classification loss: cross-entropy on the network's output reduced by ``readout``
     (``max_membrane``, ``mean_membrane``, ``spike_count`` or ``first_spike_time``), times
     ``logit_scale``; plus a firing-rate regulariser ``rate_weight * mean((rate - rate_target)^2)``
-    over the hidden spiking layers (rates in spikes per step)."""
+    over the hidden spiking layers (rates in spikes per step). Event networks (``model.method`` ``ttfs`` or
+    ``eventprop``) use ``readout`` ``ttfs``, ``spike_count``, ``max_membrane`` or ``integral`` with the loss's
+    keyword arguments in ``options`` (:mod:`spikeforge.train.time_losses`)."""
 
     readout: str = "max_membrane"
     logit_scale: float = 1.0
     rate_weight: float = 0.0
     rate_target: float = 0.0
+    options: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -146,6 +154,19 @@ class QuantiseConfig:
 
 
 @dataclass
+class HILConfig:
+    """Hardware-in-the-loop training (:mod:`spikeforge.train.hil`): every forward pass runs on the target and
+    the backward pass through the float model with the target's spikes and membranes injected. ``target``:
+    ``null`` trains in software; ``xylo-audio2``/``xylo-imu`` (bit-accurate Xylo emulator) or ``bss2`` (the
+    BrainScaleS-2-like analog target); ``instance``: which chip (for ``bss2``, the emulated chip instance);
+    ``options``: further arguments of the target's observer. Evaluation then runs on the target too."""
+
+    target: str | None = None
+    instance: int | None = None
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
 class OutputConfig:
     """Where results go: ``dir`` (checkpoints, ``log.csv``/``log.json``, plots), ``plots``,
     ``progress`` (a progress bar per epoch)."""
@@ -166,6 +187,7 @@ class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     quantise: QuantiseConfig = field(default_factory=QuantiseConfig)
+    hil: HILConfig = field(default_factory=HILConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
 
 

@@ -35,6 +35,8 @@ from .build import build_model
 from .checkpoint import dump_json, load_checkpoint, save_checkpoint
 from .config import Config, config_from_dict, config_to_dict
 from .datasets import Splits, encode_batch, encoded_shape, load_splits
+from .event import EventTask
+from .hil import Observer, hil_from_config
 from .losses import cross_entropy, logits_from_output, rate_regularizer
 from .qat import QuantisedModel
 
@@ -108,12 +110,15 @@ class Trainer:
         cfg: the run's configuration.
         resume: continue from ``<output.dir>/last.pt`` when it exists.
         splits: data to use instead of loading ``cfg.data`` (tests, custom data).
+        target: train (and evaluate) in the loop on this target (a :class:`~spikeforge.targets.observe.Observer`);
+            default: the config's ``hil`` section, whose ``target: null`` trains in software.
 
     Outputs in ``cfg.output.dir``: ``last.pt`` (every epoch), ``best.pt`` (best validation accuracy),
     ``log.csv`` and ``log.json`` (one row per epoch), ``final.json``, and PNG plots.
     """
 
-    def __init__(self, cfg: Config, *, resume: bool = False, splits: Splits | None = None) -> None:
+    def __init__(self, cfg: Config, *, resume: bool = False, splits: Splits | None = None,
+                 target: Observer | None = None) -> None:
         self.cfg = cfg
         self.device = _resolve_device(cfg.device)
         self.world = _init_distributed(self.device)
@@ -121,10 +126,15 @@ class Trainer:
         self.splits = splits if splits is not None else load_splits(cfg.data)
         torch.manual_seed(cfg.seed)
         in_shape = encoded_shape(self.splits.in_shape, cfg.encoding)
-        self.model = build_model(cfg.model, in_shape, self.splits.n_classes).to(self.device)
+        # Event-driven networks (model.method ttfs/eventprop, spikeforge.train.event) or time-stepped ones.
+        self.event = EventTask(cfg) if cfg.model.method != "surrogate" else None
+        self.model = (self.event.build(in_shape, self.splits.n_classes) if self.event is not None
+                      else build_model(cfg.model, in_shape, self.splits.n_classes)).to(self.device)
         self.in_shape = in_shape
         # Quantisation-aware training: compiled for the target now, so a model that does not fit fails at once.
         self.qat = QuantisedModel(self.model, in_shape, cfg.quantise.target) if cfg.quantise.target else None
+        # Hardware-in-the-loop: ``target`` (an observer) or the config's ``hil`` section; None trains in software.
+        self.hil = hil_from_config(self.model, cfg, target)
         self.optimizer = self._make_optimizer()
         self.scheduler = self._make_scheduler()
         self.epoch = 0
@@ -212,7 +222,12 @@ class Trainer:
         return self.epoch >= start if training else self.epoch > start
 
     def _forward(self, x: Tensor, y: Tensor, *, quantised: bool = False):
-        out, _, outs = self.qat(x) if quantised else self.model.layer_outputs(x)
+        if self.event is not None:
+            return self.event.forward(self.model, x, y)
+        if quantised:
+            out, _, outs = self.qat(x)
+        else:
+            out, _, outs = (self.hil if self.hil is not None else self.model).layer_outputs(x)
         spikes = spiking_outputs(self.model, outs)
         loss_cfg = self.cfg.train.loss
         per_sample = cross_entropy(out, y, loss_cfg.readout, logit_scale=loss_cfg.logit_scale)
@@ -220,6 +235,12 @@ class Trainer:
         if loss_cfg.rate_weight > 0 and hidden:
             per_sample = per_sample + loss_cfg.rate_weight * rate_regularizer(hidden, loss_cfg.rate_target)
         return out, per_sample, spikes
+
+    def _predict(self, out: Tensor) -> Tensor:
+        """Predicted classes ``[B]`` from the network's output."""
+        if self.event is not None:
+            return self.event.predict(out)
+        return logits_from_output(out, self.cfg.train.loss.readout).argmax(dim=1)
 
     def train_epoch(self) -> dict[str, float]:
         """Run one epoch of training; returns mean loss and accuracy on the training set."""
@@ -245,7 +266,7 @@ class Trainer:
                 out, per_sample, _ = self._forward(xb, yb, quantised=qat)
                 loss = per_sample.sum() / len(idx)
                 loss.backward()
-                pred = logits_from_output(out.detach(), cfg.train.loss.readout).argmax(dim=1)
+                pred = self._predict(out.detach())
                 stats = torch.tensor([per_sample.detach().sum().item(), (pred == yb).sum().item(), len(yb)],
                                      dtype=torch.float64)
             else:
@@ -259,6 +280,8 @@ class Trainer:
             if cfg.train.grad_clip:
                 torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.train.grad_clip)
             self.optimizer.step()
+            if self.event is not None:  # event networks: weight bumping for silent neurons (train/event.py)
+                self.event.after_step(self.model)
             totals += stats
             bar.update(1)
             bar.set_postfix(loss=f"{totals[0] / totals[2]:.4f}", acc=f"{totals[1] / totals[2]:.3f}")
@@ -292,7 +315,7 @@ class Trainer:
             seq = encode_batch(x_all[idx], cfg.encoding, eval_generator(cfg.seed, k))
             xb, yb = seq[:, part].to(self.device), y_all[idx][part].to(self.device)
             out, per_sample, spikes = self._forward(xb, yb, quantised=quantised)
-            pred = logits_from_output(out, cfg.train.loss.readout).argmax(dim=1)
+            pred = self._predict(out)
             n_spk = count_spikes(spikes).sum().item() if spikes else 0.0
             totals += torch.tensor([per_sample.sum().item(), (pred == yb).sum().item(), len(yb), n_spk],
                                    dtype=torch.float64)
@@ -376,6 +399,8 @@ class Trainer:
         if self.history:
             paths["learning_curves"] = self.out_dir / "learning_curves.png"
             plot_learning_curves(self.history, path=paths["learning_curves"])
+        if self.event is not None:  # event networks: no time-stepped traces to plot
+            return paths
         self.model.eval()
         x, _ = self.splits.test
         seq = encode_batch(x[:n_samples], self.cfg.encoding, _generator(self.cfg.seed, 7)).to(self.device)
