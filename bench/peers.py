@@ -385,10 +385,11 @@ def measure(lib: str, size_name: str, device: str, rounds: int, *, memory_only: 
         out = out.transpose(0, 1)
     per_step = out.float().mean(dim=(1, 2)) if lib != "floor" else None
     # CPU: measured in its own process unless this one runs with the memory-measuring malloc settings.
-    memory = _memory(fwd_bwd, device) if device == "cuda" or "MALLOC_MMAP_THRESHOLD_" in os.environ else None
+    measurable = device == "cuda" or "MALLOC_MMAP_THRESHOLD_" in os.environ
     if lib in CUDA_ONLY:  # a replayed graph allocates from its private pool, which the allocator stats miss
-        memory = None
+        measurable = False
         info = {**info, "mem_note": "not measured: CUDA graph memory lives in the graph's private pool"}
+    memory = _memory(fwd_bwd, device) if measurable else None
     rec = {"library": lib, **info, "size": size_name, **size, "device": device, "rounds": rounds,
            "fwd_ms": 1e3 * statistics.median(fwd_times), "fwd_bwd_ms": 1e3 * statistics.median(bwd_times),
            "fwd_ms_all": [1e3 * t for t in fwd_times], "fwd_bwd_ms_all": [1e3 * t for t in bwd_times],

@@ -34,6 +34,18 @@ def _best_of(fn, repeats: int) -> float:
     return best
 
 
+def _backward_ms(model, x: torch.Tensor, loss_of, repeats: int) -> float:
+    """Best backward time (ms) of ``loss_of(model(x)[0])`` over ``repeats`` fresh forward passes."""
+    def once() -> float:
+        model.zero_grad()
+        loss = loss_of(model(x)[0])
+        t0 = time.perf_counter()
+        loss.backward()
+        return time.perf_counter() - t0
+
+    return 1e3 * _best_of(once, repeats)
+
+
 def _in_band(layer: LIF, x: torch.Tensor, band: float) -> tuple[float, float]:
     """Fraction of neuron-steps with |v - v_th| < band (membrane before reset) and the spike rate."""
     cpu_scan.build()
@@ -87,15 +99,7 @@ def _time_recurrent(t: int, b: int, h: int, drive: float, band: float, repeats: 
     row["in_band"] = float(((vh - dense.neuron.v_th).abs() < band).float().mean())
     w = torch.linspace(0, 1, h)
     for name, layer in (("dense", dense), ("sparse", sparse)):
-        def once(layer=layer) -> float:
-            layer.zero_grad()
-            z, _ = layer(x)
-            loss = (z * w).sum()
-            t0 = time.perf_counter()
-            loss.backward()
-            return time.perf_counter() - t0
-
-        row[f"{name}_ms"] = 1e3 * _best_of(once, repeats)
+        row[f"{name}_ms"] = _backward_ms(layer, x, lambda z: (z * w).sum(), repeats)
     row["speedup"] = row["dense_ms"] / row["sparse_ms"]
     return row
 
@@ -129,15 +133,7 @@ def _time_mlp(t: int, b: int, hidden: int, gain: float, band: float, repeats: in
         rates.append(float(z.mean()))
     row["in_band"], row["rate"] = sum(in_band) / 2, sum(rates) / 2
     for name, model in (("dense", dense), ("sparse", net(band))):
-        def once(model=model) -> float:
-            model.zero_grad()
-            out, _ = model(x)
-            loss = out.amax(0).sum()
-            t0 = time.perf_counter()
-            loss.backward()
-            return time.perf_counter() - t0
-
-        row[f"{name}_ms"] = 1e3 * _best_of(once, repeats)
+        row[f"{name}_ms"] = _backward_ms(model, x, lambda out: out.amax(0).sum(), repeats)
     row["speedup"] = row["dense_ms"] / row["sparse_ms"]
     return row
 

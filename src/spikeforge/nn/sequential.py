@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from torch import Tensor, nn
+from torch.nn.modules import module as torch_module
 
 from ..core.checks import SpikeforgeError
 from .base import SNNModule, check_sequence
@@ -19,8 +20,6 @@ __all__ = ["Sequential"]
 
 def _hooked(layer: nn.Module) -> bool:
     """Whether a forward hook (on ``layer``, inside it, or global) could have kept a reference to its output."""
-    from torch.nn.modules import module as torch_module
-
     if torch_module._global_forward_hooks:
         return True
     return any(m._forward_hooks for m in layer.modules())

@@ -16,7 +16,6 @@
 
 #include <cmath>
 #include <algorithm>
-#include <limits>
 #include <cstdint>
 #include <type_traits>
 #include <tuple>
@@ -146,21 +145,20 @@ void check_cpu(const at::Tensor& t, const char* name) {
   TORCH_CHECK(t.device().is_cpu() && t.is_contiguous(), "spikeforge scan: ", name, " must be a contiguous CPU tensor");
 }
 
-// x [T, N]; p [6, N]; v, aux [N] updated in place; ref [N] int32 (numel 0: no refractoriness).
-// Returns (z [T, N], vh [T, N] or empty when save is false).
-std::tuple<at::Tensor, at::Tensor> scan_fwd(const at::Tensor& x, const at::Tensor& p, at::Tensor v, at::Tensor aux,
-                                            at::Tensor ref, int64_t model, int64_t reset, int64_t refr, bool save) {
+// The forward over all steps: x [T, N]; p [6, N]; v, aux [N] updated in place; ref [N] int32 (numel 0: no
+// refractoriness); z [T, N] written. The membrane saved for backward goes to vh [T, N] (when defined), over x
+// itself (into: the caller owns x and no longer needs it), or nowhere.
+void run_fwd(const at::Tensor& x, const at::Tensor& p, at::Tensor& v, at::Tensor& aux, at::Tensor& ref,
+             int64_t model, int64_t reset, int64_t refr, at::Tensor& z, const at::Tensor& vh, bool into) {
   check_cpu(x, "x");
   check_cpu(p, "p");
   check_cpu(v, "v");
   check_cpu(aux, "aux");
   const int64_t T = x.size(0), N = x.size(1);
-  auto z = at::empty({T, N}, x.options());
-  auto vh = save ? at::empty({T, N}, x.options()) : at::empty({0}, x.options());
-  const bool has_ref = ref.numel() > 0;
+  const bool has_ref = ref.numel() > 0, save = vh.defined();
   if (has_ref) check_cpu(ref, "ref");
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "spikeforge_scan_fwd", [&] {
-    const scalar_t* xp = x.data_ptr<scalar_t>();
+    scalar_t* xp = x.data_ptr<scalar_t>();
     const scalar_t* pp = p.data_ptr<scalar_t>();
     scalar_t* vp = v.data_ptr<scalar_t>();
     scalar_t* ap = aux.data_ptr<scalar_t>();
@@ -169,52 +167,38 @@ std::tuple<at::Tensor, at::Tensor> scan_fwd(const at::Tensor& x, const at::Tenso
     scalar_t* hp = save ? vh.data_ptr<scalar_t>() : nullptr;
     with_cfg(model, reset, has_ref, [&](auto m, auto r, auto ref_c) {
       at::parallel_for(0, N, kGrain, [&](int64_t j0, int64_t j1) {
-        std::vector<scalar_t> scratch(save ? 0 : kBlock);
+        std::vector<scalar_t> scratch(save || into ? 0 : kBlock);
         for (int64_t jb = j0; jb < j1; jb += kBlock) {  // blocks of neurons whose state stays in cache
           const int64_t je = std::min(j1, jb + kBlock);
           for (int64_t t = 0; t < T; ++t) {
             const int64_t o = t * N;
-            fwd_row<scalar_t, m(), r(), ref_c()>(refr, pp, N, jb, je, xp + o, vp, ap, rp, zp + o,
-                                                 save ? hp + o : scratch.data() - jb);
+            if (into)
+              fwd_row_into<scalar_t, m(), r(), ref_c()>(refr, pp, N, jb, je, xp + o, vp, ap, rp, zp + o);
+            else
+              fwd_row<scalar_t, m(), r(), ref_c()>(refr, pp, N, jb, je, xp + o, vp, ap, rp, zp + o,
+                                                   save ? hp + o : scratch.data() - jb);
           }
         }
       });
     });
   });
-  return {z, vh};
+}
+
+// Returns (z [T, N], vh [T, N] or empty when save is false); see run_fwd.
+std::tuple<at::Tensor, at::Tensor> scan_fwd(const at::Tensor& x, const at::Tensor& p, at::Tensor v, at::Tensor aux,
+                                            at::Tensor ref, int64_t model, int64_t reset, int64_t refr, bool save) {
+  auto z = at::empty_like(x);
+  auto vh = save ? at::empty_like(x) : at::Tensor();
+  run_fwd(x, p, v, aux, ref, model, reset, refr, z, vh, false);
+  return {z, save ? vh : at::empty({0}, x.options())};
 }
 
 // Like scan_fwd with save=true, but the saved membrane is written over x (which the caller owns and no longer
 // needs): x [T, N] becomes vh. Returns z [T, N].
 at::Tensor scan_fwd_into(at::Tensor x, const at::Tensor& p, at::Tensor v, at::Tensor aux, at::Tensor ref,
                          int64_t model, int64_t reset, int64_t refr) {
-  check_cpu(x, "x");
-  check_cpu(p, "p");
-  check_cpu(v, "v");
-  check_cpu(aux, "aux");
-  const int64_t T = x.size(0), N = x.size(1);
-  auto z = at::empty({T, N}, x.options());
-  const bool has_ref = ref.numel() > 0;
-  if (has_ref) check_cpu(ref, "ref");
-  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "spikeforge_scan_fwd_into", [&] {
-    scalar_t* xp = x.data_ptr<scalar_t>();
-    const scalar_t* pp = p.data_ptr<scalar_t>();
-    scalar_t* vp = v.data_ptr<scalar_t>();
-    scalar_t* ap = aux.data_ptr<scalar_t>();
-    int32_t* rp = has_ref ? ref.data_ptr<int32_t>() : nullptr;
-    scalar_t* zp = z.data_ptr<scalar_t>();
-    with_cfg(model, reset, has_ref, [&](auto m, auto r, auto ref_c) {
-      at::parallel_for(0, N, kGrain, [&](int64_t j0, int64_t j1) {
-        for (int64_t jb = j0; jb < j1; jb += kBlock) {
-          const int64_t je = std::min(j1, jb + kBlock);
-          for (int64_t t = 0; t < T; ++t) {
-            const int64_t o = t * N;
-            fwd_row_into<scalar_t, m(), r(), ref_c()>(refr, pp, N, jb, je, xp + o, vp, ap, rp, zp + o);
-          }
-        }
-      });
-    });
-  });
+  auto z = at::empty_like(x);
+  run_fwd(x, p, v, aux, ref, model, reset, refr, z, at::Tensor(), true);
   return z;
 }
 
@@ -352,6 +336,21 @@ inline S step_bwd(bool detach, const S* p, int64_t n, int64_t j, S vh, S z, bool
   return gx;
 }
 
+// The backward of one step for neurons [j0, j1): h, g, gx point at step t's row; z at the whole [T, N] spikes.
+// SPARSE: keep = |v - v_th| < band, branch-free (the in-band pattern is random); else keep is the constant 1 and
+// the multiplications fold away.
+template <typename S, int64_t M, int64_t R, bool REF, bool SPARSE>
+void bwd_rows(bool detach, const S* p, const S* th, int64_t n, int64_t j0, int64_t j1, int64_t t, int64_t refr,
+              S band, const S* h, const S* z, const int32_t* r0, const S* sg, const S* g, int64_t gsn, S* gv, S* ga,
+              S* gx) {
+  for (int64_t j = j0; j < j1; ++j) {
+    const bool active = !REF || active_at<S>(z, r0, n, j, t, refr);
+    const S keep = SPARSE ? S(std::abs(h[j] - th[j]) < band) : S(1);
+    gx[j] = step_bwd<S, M, R, REF>(detach, p, n, j, h[j], z[t * n + j], active, sg[j - j0], g[j * gsn], gv[j],
+                                   ga[j], keep);
+  }
+}
+
 // gz [T, N] (gradient w.r.t. spikes; any strides, e.g. the stride-0 expansion that `out.sum()` sends back); vh, z
 // [T, N] from the forward; gv, gaux [N]: gradients w.r.t. the final state (updated in place to those w.r.t. the
 // initial state). ref0 [N] int32 initial counter (numel 0: none). inplace: write the gradient w.r.t. x over vh
@@ -381,9 +380,6 @@ at::Tensor scan_bwd(const at::Tensor& gz, at::Tensor vh, const at::Tensor& z, co
     scalar_t* gap = gaux.data_ptr<scalar_t>();
     scalar_t* gxp = gx.data_ptr<scalar_t>();
     const scalar_t* thp = pp + 3 * N;
-    // sparse backward: keep = |v - v_th| < band, branch-free in the loop (the in-band pattern is random)
-    const bool sparse = band > 0;
-    const scalar_t keep_band = sparse ? scalar_t(band) : std::numeric_limits<scalar_t>::infinity();
     with_cfg(model, reset, has_ref, [&](auto m, auto r, auto ref_c) {
       at::parallel_for(0, N, kGrain, [&](int64_t j0, int64_t j1) {
         std::vector<scalar_t> sg(kBlock);
@@ -392,22 +388,12 @@ at::Tensor scan_bwd(const at::Tensor& gz, at::Tensor vh, const at::Tensor& z, co
           for (int64_t t = T - 1; t >= 0; --t) {
             const int64_t o = t * N;
             fill_surrogate<scalar_t>(c, hp + o, thp, jb, je, sg.data());
-            if (sparse) {
-              for (int64_t j = jb; j < je; ++j) {
-                const bool active = !ref_c() || active_at<scalar_t>(zp, r0, N, j, t, refr);
-                const scalar_t keep = scalar_t(std::abs(hp[o + j] - thp[j]) < keep_band);
-                gxp[o + j] = step_bwd<scalar_t, m(), r(), ref_c()>(detach, pp, N, j, hp[o + j], zp[o + j], active,
-                                                                    sg[j - jb], gzp[t * gst + j * gsn], gvp[j],
-                                                                    gap[j], keep);
-              }
-            } else {  // keep = 1: the multiplications fold away
-              for (int64_t j = jb; j < je; ++j) {
-                const bool active = !ref_c() || active_at<scalar_t>(zp, r0, N, j, t, refr);
-                gxp[o + j] = step_bwd<scalar_t, m(), r(), ref_c()>(detach, pp, N, j, hp[o + j], zp[o + j], active,
-                                                                    sg[j - jb], gzp[t * gst + j * gsn], gvp[j],
-                                                                    gap[j]);
-              }
-            }
+            if (band > 0)
+              bwd_rows<scalar_t, m(), r(), ref_c(), true>(detach, pp, thp, N, jb, je, t, refr, scalar_t(band), hp + o,
+                                                          zp, r0, sg.data(), gzp + t * gst, gsn, gvp, gap, gxp + o);
+            else
+              bwd_rows<scalar_t, m(), r(), ref_c(), false>(detach, pp, thp, N, jb, je, t, refr, scalar_t(band), hp + o,
+                                                           zp, r0, sg.data(), gzp + t * gst, gsn, gvp, gap, gxp + o);
           }
         }
       });
