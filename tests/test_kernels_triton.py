@@ -196,6 +196,29 @@ def test_param_broadcasting(v_th_shape):
 
 
 @needs_kernels
+@pytest.mark.parametrize("reduce", ["sum", "sum_time", "mean_batch"])
+def test_broadcast_output_gradients_are_read_through_strides(reduce):
+    """``out.sum()`` (and sums over one axis) send back a stride-0 expansion; the kernel reads it through its
+    strides instead of copying it, with the reference's gradients."""
+    from spikeforge.kernels.triton_scan import triton_scan
+
+    spec = FireSpec(Surrogate("fast_sigmoid", 3.0), "subtract", 0, True)
+    p = _params("lif", 6, torch.float64, per_neuron=True)
+    x = _inputs("lif", 19, 3, 6, torch.float64, seed=21)
+    state = _leaf_state("lif", p, x[0].detach(), False)
+    loss = {"sum": lambda z: z.sum(),
+            "sum_time": lambda z: (z.sum(0) * torch.arange(18, dtype=z.dtype, device=z.device).view(3, 6)).sum(),
+            "mean_batch": lambda z: (z.mean(1) ** 2).sum()}[reduce]
+    wrt = [x, state.v]
+    z, _ = triton_scan("lif", spec, p, state, x)
+    grads = torch.autograd.grad(loss(z), wrt)
+    z_ref, _, _ = scan.run(MODULES["lif"].step, spec, p, state, x)
+    grads_ref = torch.autograd.grad(loss(z_ref), wrt)
+    for a, b in zip(grads, grads_ref, strict=True):
+        assert _rel_err(a, b) <= 1e-12
+
+
+@needs_kernels
 def test_declines_what_it_does_not_cover():
     from spikeforge.kernels.triton_scan import triton_scan
 

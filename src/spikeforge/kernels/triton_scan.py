@@ -229,12 +229,15 @@ if triton is not None:
         gv_ptr, gaux_ptr, gvo_ptr, gauxo_ptr,
         p1_ptr, p2_ptr, p3_ptr, vth_ptr, vreset_ptr,
         q1, q2, q3, qth, qrs,
-        T, L, last_off, scale, scale2, sparse_b,
+        T, L, last_off, gz_st, gz_sl, gz_last, scale, scale2, sparse_b,
         MODEL: tl.constexpr, RESET: tl.constexpr, REFRAC: tl.constexpr, DETACH: tl.constexpr,
         SURR: tl.constexpr, SPARSE: tl.constexpr, HAS_GV: tl.constexpr, HAS_GAUX: tl.constexpr,
         BLOCK: tl.constexpr,
     ):
-        """Adjoint scan for t = T-1 .. 0: dL/dx_t and dL/d(initial state) from dL/dz_t and dL/d(final state)."""
+        """Adjoint scan for t = T-1 .. 0: dL/dx_t and dL/d(initial state) from dL/dz_t and dL/d(final state).
+
+        ``dL/dz`` is read through its strides ``gz_st`` (time) and ``gz_sl`` (lane, 0 or 1), so the stride-0
+        expansion that ``out.sum()`` sends back is not materialised."""
         pid = tl.program_id(0)
         lanes = pid.to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
         m = lanes < L
@@ -260,18 +263,18 @@ if triton is not None:
         if HAS_GAUX:
             gaux = tl.load(gaux_ptr + lanes, mask=m, other=0.0)
 
-        gq = gz_ptr + last_off + lanes
+        gq = gz_ptr + gz_last + lanes * gz_sl
         vq = vp_ptr + last_off + lanes
         fq = fl_ptr + last_off + lanes
         xq = gx_ptr + last_off + lanes
         g0 = tl.load(gq, mask=m, other=0.0)
-        g1 = tl.load(gq - 1 * L, mask=m & (1 < T), other=0.0)
-        g2 = tl.load(gq - 2 * L, mask=m & (2 < T), other=0.0)
-        g3 = tl.load(gq - 3 * L, mask=m & (3 < T), other=0.0)
-        g4 = tl.load(gq - 4 * L, mask=m & (4 < T), other=0.0)
-        g5 = tl.load(gq - 5 * L, mask=m & (5 < T), other=0.0)
-        g6 = tl.load(gq - 6 * L, mask=m & (6 < T), other=0.0)
-        g7 = tl.load(gq - 7 * L, mask=m & (7 < T), other=0.0)
+        g1 = tl.load(gq - 1 * gz_st, mask=m & (1 < T), other=0.0)
+        g2 = tl.load(gq - 2 * gz_st, mask=m & (2 < T), other=0.0)
+        g3 = tl.load(gq - 3 * gz_st, mask=m & (3 < T), other=0.0)
+        g4 = tl.load(gq - 4 * gz_st, mask=m & (4 < T), other=0.0)
+        g5 = tl.load(gq - 5 * gz_st, mask=m & (5 < T), other=0.0)
+        g6 = tl.load(gq - 6 * gz_st, mask=m & (6 < T), other=0.0)
+        g7 = tl.load(gq - 7 * gz_st, mask=m & (7 < T), other=0.0)
         u0 = tl.load(vq, mask=m, other=0.0)
         u1 = tl.load(vq - 1 * L, mask=m & (1 < T), other=0.0)
         u2 = tl.load(vq - 2 * L, mask=m & (2 < T), other=0.0)
@@ -297,7 +300,7 @@ if triton is not None:
             f5 = tl.load(fq - 5 * L, mask=m & (5 < T), other=0)
             f6 = tl.load(fq - 6 * L, mask=m & (6 < T), other=0)
             f7 = tl.load(fq - 7 * L, mask=m & (7 < T), other=0)
-        gq = gq - 8 * L
+        gq = gq - 8 * gz_st
         vq = vq - 8 * L
         fq = fq - 8 * L
         i = pid * 0
@@ -381,7 +384,7 @@ if triton is not None:
             f5 = f6
             f6 = f7
             f7 = fn
-            gq -= L
+            gq -= gz_st
             vq -= L
             fq -= L
             xq -= L
@@ -464,10 +467,22 @@ def _backward(cfg: _Config, c: _Consts, gz: Tensor, vp: Tensor, fl: Tensor, gx: 
         _launch_bwd(grid, cfg, c, gz, vp, fl, gx, gv, gaux, gvo, gauxo, T)
 
 
+def _strided_grad(gz: Tensor | None, like: Tensor) -> Tensor:
+    """``dL/dz`` ``[T, L]`` as the backward kernel reads it: kept as a view when its lane stride is 0 or 1 (a
+    stride-0 expansion from ``out.sum()`` or ``out.sum(0)`` is not copied: at the large benchmark size that copy was
+    a whole extra ``[T, B, n]`` tensor), else made contiguous; None (no gradient) reads as a stride-0 zero."""
+    if gz is None:
+        return like.new_zeros(()).expand(like.shape)
+    if gz.dim() == 2 and gz.stride(1) in (0, 1) and gz.stride(0) >= 0 and gz.dtype == like.dtype:
+        return gz
+    return gz.contiguous()
+
+
 def _launch_bwd(grid, cfg, c, gz, vp, fl, gx, gv, gaux, gvo, gauxo, T) -> None:
     _scan_bwd_kernel[grid](
         gz, vp, fl, gx, gvo if gv is None else gv, gauxo if gaux is None else gaux, gvo, gauxo,
         c.p1, c.p2, c.p3, c.v_th, c.v_reset, *c.periods[:4], c.periods[5], T, cfg.lanes, (T - 1) * cfg.lanes,
+        gz.stride(0), gz.stride(1), (T - 1) * gz.stride(0),
         cfg.scale, cfg.scale2, 0.0 if cfg.sparse is None else cfg.sparse,
         MODEL=cfg.model, RESET=cfg.reset, REFRAC=cfg.refrac, DETACH=cfg.detach, SURR=cfg.surr,
         SPARSE=cfg.sparse is not None, HAS_GV=gv is not None, HAS_GAUX=gaux is not None, BLOCK=cfg.block,
@@ -517,7 +532,7 @@ class _ScanFunction(torch.autograd.Function):
         cfg, consts = ctx.cfg, ctx.consts
         vp, fl = ctx.saved_tensors
         gaux = rest[0] if ctx.has_aux else None
-        gz = torch.zeros_like(vp) if gz is None else gz.contiguous()
+        gz = _strided_grad(gz, vp)
         # dL/dx overwrites the saved membrane only when this backward frees the graph (a retained graph may be
         # back-propagated again and still needs the membrane)
         gx = vp if ctx.inplace and not _keep_graph() else torch.empty_like(vp)
