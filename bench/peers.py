@@ -15,8 +15,10 @@ the system when freed (``MALLOC_MMAP_THRESHOLD_``/``MALLOC_TRIM_THRESHOLD_``), s
 not silently reused; the kernel's peak counter (VmHWM) is reset through ``/proc/self/clear_refs``.
 
 A library that fails is recorded with its error. ``floor`` is the ``torch.nn.Linear`` layer alone (forward, and
-forward + weight gradient): the dense work every dense peer must do at least once. Ratios are to the fastest peer
-(every library but spikeforge and the floor, the plain PyTorch loop included) and to the floor.
+forward + weight gradient): the dense work every dense peer must do at least once. ``spikeforge_unfused`` is the
+same spikeforge model with ``Sequential(fuse=False)`` (Linear and LIF one after the other, as before the fused,
+time-chunked path), for a before/after comparison in one run. Ratios are to the fastest peer
+(every library but spikeforge's and the floor, the plain PyTorch loop included) and to the floor.
 
 Usage::
 
@@ -51,11 +53,12 @@ SIZES: dict[str, dict[str, int]] = {
     "large": {"T": 500, "B": 128, "n_in": 4096, "n_out": 4096},
     "recurrent": {"T": 500, "B": 16, "n_in": 512, "n_out": 512},
 }
-FEEDFORWARD = ["floor", "spikeforge", "spikeforge_graphed", "plain", "snntorch", "norse", "spikingjelly", "sinabs",
-               "rockpool"]
+FEEDFORWARD = ["floor", "spikeforge", "spikeforge_unfused", "spikeforge_graphed", "plain", "snntorch", "norse",
+               "spikingjelly", "sinabs", "rockpool"]
 RECURRENT = ["floor", "spikeforge", "spikeforge_graphed", "plain", "snntorch"]
 CUDA_ONLY = {"spikeforge_graphed"}
-NOT_PEERS = {"floor", "spikeforge", "spikeforge_graphed"}  # everything else is a peer (the plain loop included)
+# everything else is a peer (the plain loop included)
+NOT_PEERS = {"floor", "spikeforge", "spikeforge_unfused", "spikeforge_graphed"}
 DENSITY = 0.1
 DT, TAU_MEM = 1e-3, 10e-3
 ALPHA = math.exp(-DT / TAU_MEM)
@@ -143,6 +146,17 @@ def build_spikeforge(d):
     x = d["x"]
     return (lambda: model(x)[0]), list(model.parameters()), {
         "version": getattr(spikeforge, "__version__", "?"), "note": "public API, default engine"}
+
+
+def build_spikeforge_unfused(d):
+    """The same model with the Linear -> LIF fusion switched off (``Sequential(fuse=False)``): the path before it."""
+    import spikeforge
+
+    model = _spikeforge_model(d)
+    model.set_fuse(False)
+    x = d["x"]
+    return (lambda: model(x)[0]), list(model.parameters()), {
+        "version": getattr(spikeforge, "__version__", "?"), "note": "public API, fuse=False (Linear and LIF unfused)"}
 
 
 def build_spikeforge_graphed(d):

@@ -1,21 +1,25 @@
-"""Sparse backward (Perez-Nieves & Goodman 2021): backward time dense vs sparse, and Yin-Yang accuracy.
+"""Sparse backward (Perez-Nieves & Goodman 2021): backward time dense vs sparse, and the accuracy cost.
 
 With ``sparse_backward=b`` a neuron-step whose membrane is outside ``|v - v_th| < b`` ("inactive") passes no
-gradient: its input gradient is exactly zero, and the fused backward skips it. Part 1 times the backward of a LIF
-layer (fused scan alone), of a spiking MLP (where the hidden layers' input gradients ``grad @ W`` are then formed
-from the non-zeros only) and of a recurrent LIF layer (where the skipped neurons also skip their share of
-``gx_t @ W_rec``) at several activity levels (fraction of neuron-steps inside the band), dense vs sparse, same
-forward. Part 2 trains a config (``--config``, default Yin-Yang; Fashion-MNIST with
+gradient: its input gradient is exactly zero. Part 1 times the backward of a LIF layer (fused scan alone), of a
+spiking MLP (where the ``Linear`` layers then form their input, weight and bias gradients from the non-zeros of
+the output gradient: ``kernels.sparse``'s CSR kernels) and of a recurrent LIF layer (where the skipped neurons also
+skip their share of ``gx_t @ W_rec``) at several activity levels (fraction of neuron-steps inside the band), dense
+(exact) vs sparse, same forward; medians of interleaved runs. Part 2 trains a config (``--config``, default
+Yin-Yang; Fashion-MNIST with
 ``--config src/spikeforge/configs/fashion-mnist.yaml``) for the same number of epochs with and without it.
 
-    python bench/sparse_backward.py --json bench/results/sparse_backward.json
-    python bench/sparse_backward.py --epochs 0        # timings only
+    python bench/sparse_backward.py --epochs 0 --mlp-bands 0.1 0.2 0.3 --json bench/results/sparse_backward_timings.json
+    python bench/sparse_backward.py --no-timings --config src/spikeforge/configs/fashion-mnist.yaml --epochs 4 \
+        --seeds 2 --train-bands 0.5 1.0 --threads 1 --json bench/results/sparse_backward_fashion_mnist.json
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
+import inspect
+import statistics
 import time
 from pathlib import Path
 
@@ -27,23 +31,40 @@ from spikeforge.kernels import cpu_scan
 from spikeforge.nn import LIF, Recurrent
 
 
-def _best_of(fn, repeats: int) -> float:
-    best = float("inf")
-    for _ in range(repeats):
-        best = min(best, fn())
-    return best
+def _clock() -> float:
+    """With one thread the CPU time of this thread (immune to waiting for a core on a shared machine; all the work
+    runs on it), else wall time."""
+    return time.thread_time() if torch.get_num_threads() == 1 else time.perf_counter()
 
 
-def _backward_ms(model, x: torch.Tensor, loss_of, repeats: int) -> float:
-    """Best backward time (ms) of ``loss_of(model(x)[0])`` over ``repeats`` fresh forward passes."""
+def _interleaved(fns: dict, repeats: int) -> dict[str, float]:
+    """Median time (ms) of each ``fns[name]() -> seconds``, the calls interleaved round by round (one warm-up round
+    first), so that load from other processes on a shared machine hits every variant alike."""
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for r in range(repeats + 1):
+        for name, fn in fns.items():
+            t = fn()
+            if r:
+                times[name].append(t)
+    return {name: 1e3 * statistics.median(ts) for name, ts in times.items()}
+
+
+def _backward_seconds(model, x: torch.Tensor, loss_of):
+    """``() -> seconds`` of the backward of ``loss_of(model(x)[0])``, after a fresh forward pass each call."""
     def once() -> float:
         model.zero_grad()
         loss = loss_of(model(x)[0])
-        t0 = time.perf_counter()
+        t0 = _clock()
         loss.backward()
-        return time.perf_counter() - t0
+        return _clock() - t0
 
-    return 1e3 * _best_of(once, repeats)
+    return once
+
+
+def _finish(row: dict, times: dict[str, float]) -> dict:
+    row["dense_ms"], row["sparse_ms"] = times["dense"], times["sparse"]
+    row["speedup"] = row["dense_ms"] / row["sparse_ms"]
+    return row
 
 
 def _in_band(layer: LIF, x: torch.Tensor, band: float) -> tuple[float, float]:
@@ -63,21 +84,21 @@ def _in_band(layer: LIF, x: torch.Tensor, band: float) -> tuple[float, float]:
 def _time_lif(t: int, b: int, n: int, drive: float, band: float, repeats: int) -> dict:
     g = torch.Generator().manual_seed(0)
     x = drive + 1.5 * torch.randn(t, b, n, generator=g)
-    row = {"layer": f"LIF T={t} B={b} n={n}", "drive": drive}
+    row = {"layer": f"LIF T={t} B={b} n={n}", "setting": f"drive {drive:g}", "band": band}
     row["in_band"], row["rate"] = _in_band(LIF(), x, band)
+    fns = {}
     for name, layer in (("dense", LIF()), ("sparse", LIF(sparse_backward=band))):
         xi = x.clone().requires_grad_()
 
         def once(layer=layer, xi=xi) -> float:
             z, _ = layer(xi)
             gz = torch.ones_like(z)
-            t0 = time.perf_counter()
+            t0 = _clock()
             z.backward(gz)
-            return time.perf_counter() - t0
+            return _clock() - t0
 
-        row[f"{name}_ms"] = 1e3 * _best_of(once, repeats)
-    row["speedup"] = row["dense_ms"] / row["sparse_ms"]
-    return row
+        fns[name] = once
+    return _finish(row, _interleaved(fns, repeats))
 
 
 def _time_recurrent(t: int, b: int, h: int, drive: float, band: float, repeats: int) -> dict:
@@ -91,37 +112,46 @@ def _time_recurrent(t: int, b: int, h: int, drive: float, band: float, repeats: 
     dense.input.requires_grad_(False)  # time the recurrent scan's backward (x_ff and W_rec gradients) only
     sparse = copy.deepcopy(dense)
     sparse.neuron.set_engine("auto", sparse_backward=band)
-    row = {"layer": f"Recurrent T={t} B={b} H={h}", "drive": drive}
+    row = {"layer": f"Recurrent T={t} B={b} H={h}", "setting": f"drive {drive:g}", "band": band}
     with torch.no_grad():  # the reference trace gives the membrane after reset; add the subtracted threshold back
         z, _, rec = dense.trace(x)
         vh = rec.v + z * dense.neuron.v_th
     row["rate"] = float(z.mean())
     row["in_band"] = float(((vh - dense.neuron.v_th).abs() < band).float().mean())
     w = torch.linspace(0, 1, h)
-    for name, layer in (("dense", dense), ("sparse", sparse)):
-        row[f"{name}_ms"] = _backward_ms(layer, x, lambda z: (z * w).sum(), repeats)
-    row["speedup"] = row["dense_ms"] / row["sparse_ms"]
-    return row
+    fns = {name: _backward_seconds(layer, x, lambda z: (z * w).sum()) for name, layer in
+           (("dense", dense), ("sparse", sparse))}
+    return _finish(row, _interleaved(fns, repeats))
+
+
+def _sequential(*layers):
+    """``Sequential`` of the unfused layers: a pending change fuses ``Linear -> LIF`` pairs (recomputing the forward
+    in the backward pass) unless ``fuse=False``; this benchmark times the layers' own backward passes."""
+    from spikeforge.nn import Sequential
+
+    if "fuse" in inspect.signature(Sequential).parameters:
+        return Sequential(*layers, fuse=False)
+    return Sequential(*layers)
 
 
 def _time_mlp(t: int, b: int, hidden: int, gain: float, band: float, repeats: int) -> dict:
-    """Backward of a whole spiking MLP (784 -> hidden -> hidden -> 10, input spikes at 8 %): the sparse
-    backward's zero input gradients also skip the hidden layers' ``grad @ W`` (formed from the non-zeros)."""
-    from spikeforge.nn import LI, Linear, Sequential
+    """Backward of a whole spiking MLP (784 -> hidden -> hidden -> 10, input spikes at 8 %, a LI read-out): the
+    sparse backward's zero gradients make the hidden layers' input, weight and bias gradients sparse products."""
+    from spikeforge.nn import LI, Linear
 
     g = torch.Generator().manual_seed(0)
     x = (torch.rand(t, b, 784, generator=g) < 0.08).float()
 
-    def net(sparse: float | None) -> Sequential:
+    def net(sparse: float | None):
         torch.manual_seed(1)
-        m = Sequential(Linear(784, hidden), LIF(sparse_backward=sparse), Linear(hidden, hidden),
-                       LIF(sparse_backward=sparse), Linear(hidden, 10), LI())
+        m = _sequential(Linear(784, hidden), LIF(sparse_backward=sparse), Linear(hidden, hidden),
+                        LIF(sparse_backward=sparse), Linear(hidden, 10), LI())
         with torch.no_grad():
             m[0].weight.mul_(gain)
             m[2].weight.mul_(2.0 * gain)
         return m
 
-    row = {"layer": f"MLP 784-{hidden}-{hidden}-10 T={t} B={b}", "drive": gain}
+    row = {"layer": f"MLP 784-{hidden}-{hidden}-10 T={t} B={b}", "setting": f"gain {gain:g}", "band": band}
     dense = net(None)
     with torch.no_grad():
         _, _, recs = dense.trace(x)
@@ -132,10 +162,65 @@ def _time_mlp(t: int, b: int, hidden: int, gain: float, band: float, repeats: in
         in_band.append(float(((vh - dense[i].v_th).abs() < band).float().mean()))
         rates.append(float(z.mean()))
     row["in_band"], row["rate"] = sum(in_band) / 2, sum(rates) / 2
-    for name, model in (("dense", dense), ("sparse", net(band))):
-        row[f"{name}_ms"] = _backward_ms(model, x, lambda out: out.amax(0).sum(), repeats)
-    row["speedup"] = row["dense_ms"] / row["sparse_ms"]
-    return row
+    fns = {name: _backward_seconds(model, x, lambda out: out.amax(0).sum()) for name, model in
+           (("dense", dense), ("sparse", net(band)))}
+    return _finish(row, _interleaved(fns, repeats))
+
+
+def _time_checkpoint(path: str, bands: list[float], repeats: int, batch: int = 64) -> list[dict]:
+    """Backward time of one training step of a trained network (a checkpoint of ``spikeforge train``): its loss on
+    ``batch`` training samples, exact vs each band, unfused and (where ``Sequential`` fuses ``Linear -> LIF``) as
+    the default model runs; with the in-band fraction and spike rate of its spiking layers on that batch."""
+
+    from spikeforge.nn import Neuron
+    from spikeforge.train.datasets import encode_batch
+    from spikeforge.train.trainer import Trainer, _generator
+
+    trainer = Trainer.from_checkpoint(path)
+    cfg, model = trainer.cfg, trainer.model
+    model.train()
+    x_all, y_all = trainer.splits.train
+    idx = torch.arange(batch)
+    xb = encode_batch(x_all[idx], cfg.encoding, _generator(cfg.seed, 0, 2, 0))
+    yb = y_all[idx]
+    neurons = [m for m in model.modules() if isinstance(m, Neuron) and m.kernel is not None]
+    fuse_modes = [None]
+    if hasattr(model, "set_fuse"):
+        fuse_modes = [False, "auto"]
+
+    def step_seconds(band, fuse) -> float:
+        for m in neurons:
+            m.set_engine("auto", sparse_backward=band)
+        if fuse is not None:
+            model.set_fuse(fuse)
+        torch.manual_seed(0)  # the same dropout masks for every variant
+        model.zero_grad()
+        _, per_sample, _ = trainer._forward(xb, yb)
+        loss = per_sample.sum() / batch
+        t0 = _clock()
+        loss.backward()
+        return _clock() - t0
+
+    rows = []
+    with torch.no_grad():
+        torch.manual_seed(0)
+        _, _, records = model.trace(xb)
+    for fuse in fuse_modes:
+        for band in bands:
+            row = {"layer": f"{Path(path).parent.name} B={batch}", "setting": f"fuse={fuse}", "band": band}
+            in_band, rates = [], []
+            for layer, (z, rec) in zip(model.layers, records, strict=True):
+                if layer in neurons:
+                    vh = rec.v + z * layer.v_th if layer.fire_spec.reset == "subtract" else rec.v
+                    in_band.append(float(((vh - layer.v_th).abs() < band).float().mean()))
+                    rates.append(float(z.mean()))
+            row["in_band"], row["rate"] = sum(in_band) / len(in_band), sum(rates) / len(rates)
+            fns = {"dense": lambda fuse=fuse: step_seconds(None, fuse),
+                   "sparse": lambda band=band, fuse=fuse: step_seconds(band, fuse)}
+            rows.append(_finish(row, _interleaved(fns, repeats)))
+    for m in neurons:
+        m.set_engine("auto", sparse_backward=None)
+    return rows
 
 
 def _train(config: Path, band: float | None, epochs: int, seed: int, out: str) -> dict:
@@ -156,16 +241,28 @@ def _train(config: Path, band: float | None, epochs: int, seed: int, out: str) -
             "epochs": epochs, "epoch_seconds": per_epoch}
 
 
+#: table columns of a timing row after its name
+TIMING_COLUMNS = [("setting", "setting", "s"), ("band", "band", ".2f"), ("in_band", "in band", ".3f"),
+                  ("rate", "spike rate", ".3f"), ("dense_ms", "dense ms", ".1f"), ("sparse_ms", "sparse ms", ".1f"),
+                  ("speedup", "speed-up", ".2f")]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--band", type=float, default=0.3, help="sparse-backward band around v_th (default 0.3)")
-    parser.add_argument("--repeats", type=int, default=3, help="timing repeats, best taken (default 3)")
-    parser.add_argument("--epochs", type=int, default=40, help="Yin-Yang epochs per run; 0 skips training")
-    parser.add_argument("--seeds", type=int, default=2, help="Yin-Yang seeds per setting (default 2)")
+    parser.add_argument("--train-bands", type=float, nargs="+", help="bands trained against the dense run "
+                        "(default: --band)")
+    parser.add_argument("--repeats", type=int, default=7, help="timing repeats, median taken (default 7)")
+    parser.add_argument("--mlp-bands", type=float, nargs="+", help="bands timed for the MLPs (default: --band)")
+    parser.add_argument("--epochs", type=int, default=40, help="training epochs per run; 0 skips training")
+    parser.add_argument("--seeds", type=int, default=2, help="training seeds per setting (default 2)")
     parser.add_argument("--config", default=str(ROOT / "src/spikeforge/configs/yinyang.yaml"))
     parser.add_argument("--out", default="runs/bench-sparse-backward", help="folder for the training runs")
     parser.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
     parser.add_argument("--no-timings", action="store_true", help="skip the timing table (accuracy only)")
+    parser.add_argument("--skip-dense", action="store_true", help="train only the sparse-backward runs")
+    parser.add_argument("--checkpoint", nargs="+", default=[], help="trained checkpoints (last.pt) whose training "
+                        "step's backward is timed at --mlp-bands (default: --band)")
     parser.add_argument("--json", help="write results here")
     args = parser.parse_args()
     if args.threads:
@@ -175,27 +272,36 @@ def main() -> None:
 
     rows = []
     if not args.no_timings:
+        bands = args.mlp_bands or [args.band]
         rows += [_time_lif(500, 16, 1024, drive, args.band, args.repeats) for drive in (-1.0, 0.0, 0.5, 1.0)]
-        rows += [_time_mlp(50, 64, hidden, gain, args.band, args.repeats) for hidden in (512, 1024)
-                 for gain in (15.0, 20.0)]
+        rows += [_time_mlp(50, 64, hidden, gain, band, args.repeats) for hidden in (512, 1024)
+                 for gain in (15.0, 20.0) for band in bands]
         rows += [_time_recurrent(500, 16, 256, drive, args.band, args.repeats) for drive in (-2.0, -1.0, 0.0)]
         rows += [_time_recurrent(1000, 8, 512, drive, args.band, args.repeats) for drive in (-2.0, -1.0, 0.0)]
         rows += [_time_recurrent(300, 16, 1024, drive, args.band, args.repeats) for drive in (-2.0, -1.0, 0.0)]
-        print(f"backward time, dense vs sparse_backward={args.band} (best of {args.repeats}, "
+        print(f"backward time, dense (exact) vs sparse_backward (median of {args.repeats}, interleaved, "
               f"{torch.get_num_threads()} threads)")
-        print_table(rows, [("layer", "layer", "s"), ("drive", "drive", ".1f"), ("in_band", "in band", ".3f"),
-                           ("rate", "spike rate", ".3f"), ("dense_ms", "dense ms", ".1f"),
-                           ("sparse_ms", "sparse ms", ".1f"), ("speedup", "speed-up", ".2f")])
+        print_table(rows, [("layer", "layer", "s"), *TIMING_COLUMNS])
+
+    if args.checkpoint:
+        ck_rows = []
+        for path in args.checkpoint:
+            ck_rows += _time_checkpoint(path, args.mlp_bands or [args.band], args.repeats)
+        print(f"training step of a trained network: backward time (median of {args.repeats}, interleaved, "
+              f"{torch.get_num_threads()} threads)")
+        print_table(ck_rows, [("layer", "network", "s"), *TIMING_COLUMNS])
+        rows += ck_rows
 
     runs = []
     if args.epochs > 0:
         for seed in range(args.seeds):
-            for band in (None, args.band):
+            for band in ((() if args.skip_dense else (None,)) + tuple(args.train_bands or [args.band])):
                 runs.append(_train(Path(args.config), band, args.epochs, seed, args.out))
         print(f"\n{Path(args.config).stem}, {args.epochs} epochs")
         print_table(runs, [("band", "band", "s"), ("seed", "seed", "d"), ("test_acc", "test acc", ".4f"),
                            ("epoch_seconds", "s/epoch", ".2f")])
-    write_json(args.json, {"benchmark": "sparse_backward", "band": args.band, "timings": rows, "yinyang": runs,
+    write_json(args.json, {"benchmark": "sparse_backward", "band": args.band, "config": Path(args.config).name,
+                           "timings": rows, "training": runs,
                            "threads": torch.get_num_threads(), "environment": environment()})
 
 

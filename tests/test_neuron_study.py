@@ -18,7 +18,7 @@ def test_neuron_study_quick(tmp_path):
     res = subprocess.run(
         [sys.executable, script, "--epochs", "1", "--train-seeds", "1", "--chips", "2", "--quick",
          "--workers", "1", "--out", str(tmp_path / "runs"), "--json", str(out)],
-        capture_output=True, text=True, timeout=120, env={**os.environ, "OMP_NUM_THREADS": "1"})
+        capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert res.returncode == 0, res.stderr
     data = json.loads(out.read_text())
     assert data["command"][1:3] == [script, "--epochs"]

@@ -237,3 +237,215 @@ def test_input_gradient_from_a_sparse_output_gradient_equals_dense(density):
     if sp._native():
         direct = torch.ops.spikeforge_sparse.sparse_igrad(grad.contiguous(), w.detach().contiguous())
         torch.testing.assert_close(direct, grad @ w.detach(), rtol=1e-12, atol=1e-12)
+
+
+# ---- sparse output gradients (sparse backward): CSR kernels and whole networks against the reference ------------
+
+def _sparse_grad(n: int, o: int, density: float, dtype, seed: int = 4) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    grad = torch.randn(n, o, generator=g, dtype=dtype)
+    grad = grad * (torch.rand(n, o, generator=g, dtype=dtype) < density)
+    grad[1] = 0.0  # an empty row
+    return grad
+
+
+def _rel(got: torch.Tensor, want: torch.Tensor) -> float:
+    got, want = got.detach(), want.detach()
+    scale = float(want.abs().max())
+    return float((got - want).abs().max()) / (scale if scale > 0 else 1.0)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("density", [0.0, 0.04, 0.3, 1.0])
+@pytest.mark.parametrize("weighted", [False, True])
+@pytest.mark.parametrize("shape", [(70, 37, 300), (40, 1100, 24)])  # (N, I, O): tails only; tiles and blocks
+def test_csr_kernels_equal_dense_products(path, dtype, density, weighted, shape):
+    """grad_nonzeros + csr_igrad / csr_wgrad (outer product and row method) / csr_colsum equal the dense products,
+    for no non-zeros, few, many and all, odd widths (vector tails), several column tiles of W, empty rows, binary
+    and weighted inputs."""
+    if path != "native":
+        pytest.skip("C++ kernels only")
+    n, i, o = shape
+    x = spikes(n, i, density=0.2, seed=5, dtype=dtype)
+    if weighted:
+        x = x * torch.randn(n, i, generator=torch.Generator().manual_seed(6), dtype=dtype)
+    x[3] = 0.0
+    active = sp.find_active(x)
+    w = torch.randn(o, i, generator=torch.Generator().manual_seed(8), dtype=dtype)
+    grad = _sparse_grad(n, o, density, dtype)
+    nz = sp.grad_nonzeros(grad, max_density=1.0)
+    assert nz is not None and int(nz[0][-1]) == int(torch.count_nonzero(grad))
+    assert sp.grad_nonzeros(grad, max_density=0.0) is None or density == 0.0
+    tol = 1e-12 if dtype == torch.float64 else 1e-5
+    assert _rel(torch.ops.spikeforge_sparse.csr_igrad(*nz, w), grad @ w) < tol
+    assert _rel(torch.ops.spikeforge_sparse.csr_colsum(*nz, o), grad.sum(0)) < tol
+    vals = x.new_empty(0) if active.values is None else active.values
+    for cost in (0.0, 1e30):  # 0: always the outer product; huge: always the row method
+        gw = torch.ops.spikeforge_sparse.csr_wgrad(*nz, grad, active.index, vals, i, cost)
+        assert _rel(gw, grad.t() @ x) < tol
+
+
+def _mlp(dtype, band, *, reference: bool, fuse=None):
+    torch.manual_seed(11)
+    kw = {} if fuse is None else {"fuse": fuse}
+    if reference:  # dense products, the reference scan (its fire gated by the caller)
+        layers = (Linear(40, 64, sparse=False), LIF(5e-3, v_th=0.5, engine="reference"),
+                  Linear(64, 48, sparse=False), LIF(5e-3, v_th=0.5, engine="reference"), Linear(48, 10, sparse=False))
+    else:
+        layers = (Linear(40, 64), LIF(5e-3, v_th=0.5, sparse_backward=band), Linear(64, 48),
+                  LIF(5e-3, v_th=0.5, sparse_backward=band), Linear(48, 10))
+    net = Sequential(*layers, **kw).to(dtype)
+    with torch.no_grad():
+        net[0].weight.mul_(4.0)
+        net[2].weight.mul_(4.0)
+    return net
+
+
+def _fuse_options():
+    import inspect
+
+    return [None, False] if "fuse" in inspect.signature(Sequential).parameters else [None]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("band", [1e-9, 0.15, 1e6])  # nothing in the band, a few percent, everything
+@pytest.mark.parametrize("fuse", _fuse_options())
+def test_sparse_backward_network_equals_the_gated_reference(path, dtype, band, fuse, monkeypatch):
+    """Linear -> LIF -> Linear -> LIF -> Linear with sparse backward (sparse Linear products, gradients from the
+    non-zeros of the sparse output gradients) equals dense Linear layers and the reference scan with the membrane
+    detached outside the band: spikes identical, every gradient within 1e-5 relative (1e-10 in float64)."""
+    from _sparse_reference import gated_fire
+
+    from spikeforge.dynamics import lif
+
+    x = spikes(30, 4, 40, density=0.15, seed=9, dtype=dtype)
+    weights = torch.randn(30, 4, 10, generator=torch.Generator().manual_seed(10), dtype=dtype)
+    found = []
+    real = sp.grad_nonzeros
+    monkeypatch.setattr(sp, "grad_nonzeros", lambda *a, **k: found.append(real(*a, **k)) or found[-1])
+    net = _mlp(dtype, band, reference=False, fuse=fuse)
+    out, _ = net(x)
+    (out * weights).sum().backward()
+    with torch.no_grad():
+        hidden = net.layer_outputs(x)[2]
+    monkeypatch.setattr(lif, "fire", gated_fire(band))
+    ref = _mlp(dtype, band, reference=True, fuse=fuse)
+    out_ref, _ = ref(x)
+    (out_ref * weights).sum().backward()
+    with torch.no_grad():
+        hidden_ref = ref.layer_outputs(x)[2]
+    tol = 1e-10 if dtype == torch.float64 else 1e-5
+    for k in (1, 3):  # spikes of both hidden layers identical
+        assert torch.equal(hidden[k], hidden_ref[k]) and hidden[k].sum() > 0
+    assert _rel(out.detach(), out_ref.detach()) < tol
+    for p, q in zip(net.parameters(), ref.parameters(), strict=True):
+        assert _rel(p.grad, q.grad) < tol, (p.shape, _rel(p.grad, q.grad))
+    if band == 1e-9:  # nothing in the band: no gradient reaches the first two Linear layers
+        assert float(net[0].weight.grad.abs().max()) == 0.0 and float(net[2].weight.grad.abs().max()) == 0.0
+    else:
+        assert float(net[0].weight.grad.abs().max()) > 0.0
+    if band == 0.15 and path == "native" and fuse is False:
+        assert sum(nz is not None for nz in found) >= 2  # the hidden Linear layers used the CSR kernels
+
+
+# ---- the compact sparse-backward scan (IF/LIF without refractoriness) --------------------------------------------
+
+def _scan_inputs(model: str, dtype, t: int = 40, b: int = 2, n: int = 600):
+    """Per-neuron thresholds and time constants over several blocks of 512 neurons, a differentiable initial state."""
+    from spikeforge.dynamics import if_neuron, lif
+
+    g = torch.Generator().manual_seed(3)
+    th = 0.8 + 0.4 * torch.rand(n, generator=g, dtype=dtype)
+    if model == "if":
+        p = if_neuron.make_params(v_th=th, v_reset=torch.tensor(-0.2, dtype=dtype), dt=1e-3)
+        gain = 0.35
+    else:
+        tau = 5e-3 + 20e-3 * torch.rand(n, generator=g, dtype=dtype)
+        p = lif.make_params(tau_mem=tau, v_th=th, v_leak=torch.tensor(0.1, dtype=dtype),
+                            v_reset=torch.tensor(-0.2, dtype=dtype), dt=1e-3)
+        gain = 6.0
+    x = (gain * torch.rand(t, b, n, generator=g, dtype=dtype) - 0.1 * gain).requires_grad_()
+    module = if_neuron if model == "if" else lif
+    s0 = module.init_state(p, x[0], refractory=False)
+    s0 = s0._replace(v=(s0.v + 0.5 * torch.rand(b, n, generator=g, dtype=dtype)).requires_grad_())
+    return module, p, s0, x
+
+
+@pytest.mark.parametrize("model", ["if", "lif"])
+@pytest.mark.parametrize("reset", ["subtract", "value", "none"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("band", [1e-9, 0.05, 1e6])  # nothing in the band, a few percent, everything
+@pytest.mark.parametrize("compact_max", [0.1, 0.0, 1.0])  # 0.0: always the dense-layout fallback; 1.0: never
+def test_compact_band_scan_equals_the_gated_reference(path, model, reset, dtype, band, compact_max, monkeypatch):
+    """The compact scan (only in-band neuron-steps kept and visited) and its dense-layout fallback equal the
+    reference scan with the membrane detached outside the band: spikes and final state identical, gradients w.r.t.
+    the input and the initial membrane within 1e-5 relative (1e-10 in float64), several blocks of neurons."""
+    if path != "native":
+        pytest.skip("the scan kernels do not depend on the sparse-product path")
+    from _sparse_reference import gated_fire
+
+    from spikeforge.core.surrogate import Surrogate
+    from spikeforge.dynamics import FireSpec
+    from spikeforge.kernels import cpu_scan, fused_scan
+    from spikeforge.sim import scan
+
+    if not cpu_scan.available():
+        pytest.skip("fused CPU kernels could not be built here")
+    monkeypatch.setattr(cpu_scan, "BAND_SCAN_MAX", compact_max)
+    spec = FireSpec(Surrogate("fast_sigmoid", 5.0), reset, 0, reset != "value")
+    module, p, s0, x = _scan_inputs(model, dtype)
+    g = torch.Generator().manual_seed(4)
+    wz = torch.randn(x.shape, generator=g, dtype=dtype)
+    wv = torch.randn(s0.v.shape, generator=g, dtype=dtype)
+    z, s = fused_scan(model, spec, p, s0, x, sparse_backward=band)
+    node = z.grad_fn.next_functions[0][0]
+    assert type(node).__name__.startswith("_BandScanFunction")
+    loss = (z * wz).sum() + (s.v * wv).sum()
+    gx, gv = torch.autograd.grad(loss, [x, s0.v], retain_graph=True)
+    gx2, gv2 = torch.autograd.grad(loss, [x, s0.v])  # a second backward through the kept graph: the same
+    assert torch.equal(gx, gx2) and torch.equal(gv, gv2)
+    monkeypatch.setattr(module, "fire", gated_fire(band))
+    z_ref, s_ref, _ = scan.run(module.step, spec, p, s0, x)
+    gx_ref, gv_ref = torch.autograd.grad((z_ref * wz).sum() + (s_ref.v * wv).sum(), [x, s0.v])
+    assert torch.equal(z, z_ref) and torch.equal(s.v, s_ref.v) and 0 < z.sum() < z.numel()
+    tol = 1e-10 if dtype == torch.float64 else 1e-5
+    assert _rel(gx, gx_ref) < tol and _rel(gv, gv_ref) < tol
+    if band == 1e-9:
+        assert float(gx.abs().max()) == 0.0 and float(gv.abs().max()) == 0.0
+    elif band == 0.05:
+        assert 0 < float((gx != 0).float().mean()) < 0.2
+
+
+def test_compact_band_scan_is_only_for_if_and_lif_without_refractoriness(path):
+    if path != "native":
+        pytest.skip("the scan kernels do not depend on the sparse-product path")
+    from spikeforge.kernels import cpu_scan
+
+    if not cpu_scan.available():
+        pytest.skip("fused CPU kernels could not be built here")
+    x = torch.rand(10, 2, 8, requires_grad=True)
+    for layer, compact in ((LIF(sparse_backward=0.3), True), (LIF(sparse_backward=0.3, refractory=2e-3), False),
+                           (LIF(), False)):
+        z, _ = layer(x)
+        assert type(z.grad_fn.next_functions[0][0]).__name__.startswith("_BandScanFunction") == compact
+
+
+def test_compact_band_scan_donated_buffer_and_kept_graph(path):
+    """In a Sequential the Linear's output is donated to the LIF layer: the compact scan writes its input gradient
+    into it, unless the graph is kept for another backward (then both backward passes give the same gradients)."""
+    if path != "native":
+        pytest.skip("the scan kernels do not depend on the sparse-product path")
+    import inspect
+
+    kw = {"fuse": False} if "fuse" in inspect.signature(Sequential).parameters else {}
+    torch.manual_seed(5)
+    net = Sequential(Linear(30, 700), LIF(5e-3, v_th=0.5, sparse_backward=0.1), Linear(700, 5), **kw)
+    with torch.no_grad():
+        net[0].weight.mul_(4.0)
+    x = spikes(20, 3, 30, density=0.2, dtype=torch.float32)
+    out, _ = net(x)
+    grads = [torch.autograd.grad(out.square().sum(), list(net.parameters()), retain_graph=True) for _ in range(2)]
+    out.square().sum().backward()
+    for a, b, p in zip(grads[0], grads[1], net.parameters(), strict=True):
+        assert torch.equal(a, b) and torch.equal(a, p.grad)
+    assert float(grads[0][0].abs().max()) > 0

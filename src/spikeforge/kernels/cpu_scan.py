@@ -8,7 +8,9 @@ install time; where none works, :func:`fused_scan` warns once (one line) and ret
 the reference scan.
 
 Memory: the forward keeps for backward one value per step and neuron (the membrane after integration and
-refractory hold) besides its own spike output; the refractory mask is recomputed from the spikes.
+refractory hold) besides its own spike output; the refractory mask is recomputed from the spikes. Under sparse
+backward an IF or LIF layer without refractoriness keeps only its in-band steps (position and membrane) while
+they are at most :data:`BAND_SCAN_MAX` of a block's steps (:class:`_BandScanFunction`).
 """
 
 from __future__ import annotations
@@ -236,6 +238,72 @@ class _ScanFunction(torch.autograd.Function):
         return gx, gv, (gaux if s.aux_name else None), None, None, None, None
 
 
+class _BandScanFunction(torch.autograd.Function):
+    """Fused scan of an IF or LIF layer without refractoriness under sparse backward, keeping only the in-band
+    neuron-steps (C++ ``scan_fwd_band`` / ``scan_bwd_band``): outside the band such a step passes no gradient at all,
+    so the backward visits only the kept positions and membranes. When a block of neurons has more than
+    :data:`BAND_SCAN_MAX` of its steps in the band, the forward starts over as :class:`_ScanFunction` does (dense
+    layout, the band applied as a mask in the backward), which is faster there. Both give identical results."""
+
+    @staticmethod
+    def forward(ctx, x, v0, table, setup, own):  # type: ignore[override]
+        v = v0.clone()
+        z, pos, vhb, offsets = torch.ops.spikeforge_scan.scan_fwd_band(x, table, v, v0.new_zeros(v0.shape), setup.code,
+                                                                       setup.reset, setup.band, BAND_SCAN_MAX)
+        ctx.setup = setup
+        if offsets.numel() > 0:
+            ctx.compact = True
+            # a donated input is dead now: the backward writes the input gradient into it (no fresh pages to fault)
+            if own:
+                torch.autograd.graph.increment_version(x)  # any other saved use of x now fails loudly
+            ctx.save_for_backward(pos, vhb, offsets, z, table, x if own else None)
+            return z, v
+        ctx.compact = False  # too many steps in the band: the dense layout from the initial state
+        v = v0.clone()
+        no_ref = torch.empty(0, dtype=torch.int32)
+        aux = v0.new_zeros(v0.shape)
+        if own:
+            z = torch.ops.spikeforge_scan.scan_fwd_into(x, table, v, aux, no_ref, setup.code, setup.reset, 0)
+            vh = x
+            torch.autograd.graph.increment_version(x)
+        else:
+            z, vh = torch.ops.spikeforge_scan.scan_fwd(x, table, v, aux, no_ref, setup.code, setup.reset, 0, True)
+        ctx.save_for_backward(vh, z, table)
+        return z, v
+
+    @staticmethod
+    def backward(ctx, gz, gv):  # type: ignore[override]
+        s = ctx.setup
+        if ctx.compact:
+            pos, vhb, offsets, z, table, buf = ctx.saved_tensors
+        else:
+            vh, z, table = ctx.saved_tensors
+        gz = z.new_zeros(()).expand(z.shape) if gz is None else gz
+        gv = _grads_or_zeros(gv, z[0])
+        if ctx.compact:
+            # the donated buffer only when the graph is not kept: a second backward would overwrite this gradient
+            out = buf if buf is not None and not _keep_graph() else z.new_empty(0)
+            gx = torch.ops.spikeforge_scan.scan_bwd_band(gz, pos, vhb, offsets, z, table, gv, out, s.code, s.reset,
+                                                         s.detach, s.surr, s.scale)
+        else:
+            no_ref = torch.empty(0, dtype=torch.int32)
+            gx = torch.ops.spikeforge_scan.scan_bwd(gz, vh, z, table, no_ref, gv, torch.zeros_like(gv), s.code,
+                                                    s.reset, 0, s.detach, s.surr, s.scale, s.band, not _keep_graph())
+        return gx, gv, None, None, None
+
+
+def _band_path(setup: _Setup, ref: Tensor) -> bool:
+    """Whether the compact sparse-backward scan covers the call: IF or LIF, a band, no refractoriness."""
+    return BAND_SCAN and setup.band > 0 and setup.code in (0, 1) and ref.numel() == 0
+
+
+#: the compact sparse-backward scan for IF/LIF layers without refractoriness (:class:`_BandScanFunction`); False:
+#: always the dense layout with the band as a mask (identical results)
+BAND_SCAN = True
+#: fraction of a block's neuron-steps in the band above which the compact scan gives way to the dense layout
+BAND_SCAN_MAX = 0.1
+
+
 def _wants_grad(*tensors: Tensor | None) -> bool:
     return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
 
@@ -283,7 +351,11 @@ def fused_scan(model: str, spec: FireSpec, params: NamedTuple, state: NamedTuple
     rf = _flat_ref(ref, n)
     if _wants_grad(x, v0, aux0 if setup.aux_name else None):
         own = bool(inplace) and x.is_contiguous() and x.requires_grad  # xf is then a view of x itself
-        z, v, aux, ref_out = _ScanFunction.apply(xf, vf, af, rf, table, setup, own)
+        if _band_path(setup, rf):
+            z, v = _BandScanFunction.apply(xf, vf, table, setup, own)
+            aux, ref_out = af.clone(), rf
+        else:
+            z, v, aux, ref_out = _ScanFunction.apply(xf, vf, af, rf, table, setup, own)
     else:
         v, aux = vf.clone(), af.clone()
         ref_out = rf

@@ -36,6 +36,7 @@ import subprocess
 import sys
 import tempfile
 import warnings
+import weakref
 from pathlib import Path
 from typing import NamedTuple
 
@@ -51,6 +52,7 @@ __all__ = [
     "choose",
     "default_threshold",
     "find_active",
+    "grad_nonzeros",
     "sparse_linear",
 ]
 
@@ -62,6 +64,13 @@ DEFAULT_THRESHOLDS: dict[str, float] = {"cpu": 0.25, "cuda": 0.0}
 #: the input gradient ``grad @ W`` is formed from the non-zeros of ``grad`` below this density (CPU; measured
 #: crossover with MKL's dense product on 2 cores, see docs/kernels.md)
 IGRAD_DENSITY = 0.2
+#: weight gradient from a sparse output gradient: the outer product of the non-zeros of ``grad`` and of the input
+#: (scalar scattered additions) runs when their count times this factor is below the row method's ``nnz(x) * out``
+#: vectorised additions; measured on 2 cores (see docs/kernels.md)
+WGRAD_OUTER_COST = 10.0
+#: a gradient this narrow (e.g. of a 10-class read-out layer) goes through the non-zero kernels whatever its density:
+#: MKL's product with an inner dimension of 10 is several times slower than adding 10 rows of W per sample
+NARROW_OUT = 16
 _SAMPLE = 1 << 16  # elements sampled for the cheap density estimate
 _FWD_TABLE_BYTES = 1 << 19  # forward: W^T column block gathered from (bytes); 512 KiB measured best
 _BWD_TABLE_BYTES = 1 << 20  # weight gradient: g column block gathered from (bytes); 1 MiB measured best
@@ -230,9 +239,14 @@ def _forward(active: SparseInput, weight: Tensor, bias: Tensor | None) -> Tensor
 
 
 def _weight_grad(active: SparseInput, grad: Tensor) -> Tensor:
-    """``grad^T x`` from the non-zeros of ``x``: one bag of rows of ``grad`` per input."""
+    """``grad^T x`` from the non-zeros of ``x``: one bag of rows of ``grad`` per input; when ``grad`` is sparse too
+    (sparse backward), the outer product of both sets of non-zeros where that is cheaper."""
     if _use_native(grad, active.shape[1]):
         vals = grad.new_empty(0) if active.values is None else active.values.contiguous()
+        nz = _grad_nonzeros(grad)
+        if nz is not None:
+            return torch.ops.spikeforge_sparse.csr_wgrad(*nz, grad, active.index, vals, active.shape[1],
+                                                         WGRAD_OUTER_COST)
         return torch.ops.spikeforge_sparse.sparse_wgrad(active.index, vals, grad, active.shape[1])
     cols, perm = torch.sort(active.cols, stable=True)
     rows = active.rows.index_select(0, perm)
@@ -247,10 +261,54 @@ def _input_grad(grad: Tensor, weight: Tensor) -> Tensor:
     """``grad @ weight``; from the non-zeros of ``grad`` when it is sparse (sparse backward leaves most of the
     output gradient exactly zero), else the dense product."""
     if _use_native(grad, weight.shape[1]):
-        nnz = int(torch.count_nonzero(grad))
-        if nnz < IGRAD_DENSITY * grad.numel():
-            return torch.ops.spikeforge_sparse.sparse_igrad(grad, weight.detach().contiguous())
+        nz = _grad_nonzeros(grad)
+        if nz is not None:
+            return torch.ops.spikeforge_sparse.csr_igrad(*nz, weight.detach().contiguous())
     return grad @ weight
+
+
+def _bias_grad(grad: Tensor) -> Tensor:
+    """``grad.sum(0)``; from the non-zeros of ``grad`` when they were found for the other gradients."""
+    nz = _grad_nonzeros(grad, search=False)
+    if nz is not None:
+        return torch.ops.spikeforge_sparse.csr_colsum(*nz, grad.shape[1])
+    return grad.sum(0)
+
+
+def grad_nonzeros(grad: Tensor, max_density: float = IGRAD_DENSITY) -> tuple[Tensor, Tensor, Tensor] | None:
+    """The non-zeros of a 2-D gradient by rows (CSR: ``rowptr`` int64 ``[N + 1]``, ``cols`` int32, ``vals``) when at
+    most ``max_density`` of it is non-zero and the C++ kernels run; else None (one vectorised counting pass spent).
+
+    Under sparse backward the gradient reaching a ``Linear`` layer is exactly zero outside the next neuron layer's
+    band; the layer's input, weight and bias gradients are then formed from these non-zeros.
+    """
+    if grad.dim() != 2 or grad.device.type != "cpu" or grad.dtype not in _SUPPORTED or not _native():
+        return None
+    rowptr, cols, vals = torch.ops.spikeforge_sparse.grad_csr(grad.contiguous(), int(max_density * grad.numel()))
+    return None if rowptr.numel() == 0 else (rowptr, cols, vals)
+
+
+# The last gradient whose non-zeros were searched: (weak reference, its version, the result). The input, weight and
+# bias gradients of one layer are formed from the same output gradient; the search runs once for them. A weak
+# reference (not id()) so that a new tensor at a freed one's address never matches; the version counter so that an
+# in-place change in between does not either.
+_LAST_NZ: list = [(None, -1, None)]
+
+
+def _grad_nonzeros(grad: Tensor, *, search: bool = True) -> tuple[Tensor, Tensor, Tensor] | None:
+    ref, version, nz = _LAST_NZ[0]
+    if ref is not None and ref() is grad and version == grad._version:
+        return nz
+    if not search:
+        return None
+    dense_ok = grad.dim() == 2 and grad.shape[1] <= NARROW_OUT
+    nz = grad_nonzeros(grad, 1.0 if dense_ok else IGRAD_DENSITY) if grad.is_contiguous() else None
+    _LAST_NZ[0] = (weakref.ref(grad), grad._version, nz)
+    return nz
+
+
+def _forget_nonzeros() -> None:
+    _LAST_NZ[0] = (None, -1, None)
 
 
 class _SparseLinear(torch.autograd.Function):
@@ -267,7 +325,8 @@ class _SparseLinear(torch.autograd.Function):
         grad = grad.contiguous()
         gx = _input_grad(grad, weight) if ctx.needs_input_grad[0] else None
         gw = _weight_grad(ctx.active, grad) if ctx.needs_input_grad[1] else None
-        gb = grad.sum(0) if ctx.has_bias and ctx.needs_input_grad[2] else None
+        gb = _bias_grad(grad) if ctx.has_bias and ctx.needs_input_grad[2] else None
+        _forget_nonzeros()
         return gx, gw, gb, None
 
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 from torch import Tensor, nn
 
 from ..core.checks import SpikeforgeError, check_finite, check_in_range, describe
-from ..kernels.sparse import choose, find_active, sparse_linear
+from ..kernels.sparse import SparseInput, choose, find_active, sparse_linear
 from .base import SNNModule, check_sequence
 
 __all__ = [
@@ -96,23 +96,45 @@ class Linear(TimeDistributed):
         Shape:
             x ``[T, B, in]`` -> ``[T, B, out]``.
         """
+        route = self.route(x)
+        if route is None:  # the dense product (and its errors) for anything else
+            return super().forward(x, state)
+        return self.product(x, route[1]), None
+
+    def route(self, x: Tensor) -> tuple[Tensor, SparseInput | None] | None:
+        """This call's choice of product, without computing it.
+
+        Returns:
+            None when the plain ``TimeDistributed`` path runs (``sparse=False``, or ``x`` not a ``[T, B, in]``
+            tensor of the weight's dtype and device); else ``(x2, active)``: ``x`` as ``[T * B, in]`` and its
+            non-zeros when the sparse product is chosen (None: dense). The input was checked to be finite.
+        """
         lin = self.module
         plain = (not isinstance(x, Tensor) or x.dim() != 3 or x.shape[2] != lin.in_features
                  or x.dtype != lin.weight.dtype or x.device != lin.weight.device)
-        if self.sparse is False or plain:  # the dense product (and its errors) for anything else
-            return super().forward(x, state)
+        if self.sparse is False or plain:
+            return None
         t, b = x.shape[:2]
         x2 = x.reshape(t * b, x.shape[2])
         # Finiteness is checked on the non-zeros only when they are found anyway (binary ones are finite).
         active = find_active(x2) if self.sparse is True else choose(x2, self.sparse_threshold)
         if active is None:
             check_finite("x", x)
-            y = lin(x2)
-        else:
-            if active.values is not None:
-                check_finite("x (its non-zero values)", active.values)
-            y = sparse_linear(x2, lin.weight, lin.bias, active=active)
-        return y.reshape(t, b, -1), None
+        elif active.values is not None:
+            check_finite("x (its non-zero values)", active.values)
+        return x2, active
+
+    def product(self, x: Tensor, active: SparseInput | None) -> Tensor:
+        """``x W^T + b`` for a ``[T, B, in]`` input, from its non-zeros ``active`` (see :meth:`route`) or dense.
+
+        Shape:
+            x ``[T, B, in]`` -> ``[T, B, out]``.
+        """
+        t, b = x.shape[:2]
+        x2 = x.reshape(t * b, x.shape[2])
+        lin = self.module
+        y = lin(x2) if active is None else sparse_linear(x2, lin.weight, lin.bias, active=active)
+        return y.reshape(t, b, -1)
 
     def extra_repr(self) -> str:
         thr = "" if self.sparse_threshold is None else f", sparse_threshold={self.sparse_threshold:g}"

@@ -1,19 +1,23 @@
 """A sequential container that passes each layer's state along.
 
 Plain ``torch.nn`` modules (e.g. ``nn.Linear``) are wrapped in
-:class:`~spikeforge.nn.layers.TimeDistributed` automatically.
+:class:`~spikeforge.nn.layers.TimeDistributed` automatically. A :class:`~spikeforge.nn.layers.Linear` directly
+followed by a spiking neuron layer may run fused with it, in time chunks (``fuse``, see :class:`Sequential`).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+import torch
 from torch import Tensor, nn
 from torch.nn.modules import module as torch_module
 
-from ..core.checks import SpikeforgeError
+from ..core.checks import SpikeforgeError, describe
+from ..kernels import fused_linear
 from .base import SNNModule, check_sequence
-from .layers import TimeDistributed
+from .layers import Linear, TimeDistributed
+from .neurons import Neuron
 
 __all__ = ["Sequential"]
 
@@ -25,16 +29,74 @@ def _hooked(layer: nn.Module) -> bool:
     return any(m._forward_hooks for m in layer.modules())
 
 
+_FUSE = ("auto", True, False)
+
+
+def _any_hooks(layer: nn.Module) -> bool:
+    """Whether any hook (forward, pre-forward, backward; on ``layer``, inside it, or global) would see its call."""
+    if (torch_module._global_forward_hooks or torch_module._global_forward_pre_hooks
+            or torch_module._global_backward_hooks or torch_module._global_backward_pre_hooks):
+        return True
+    return any(m._forward_hooks or m._forward_pre_hooks or m._backward_hooks or m._backward_pre_hooks
+               for m in layer.modules())
+
+
+def _needs_grad(x: Tensor, lin: Linear, state: Any) -> bool:
+    """Whether this call records a graph through the pair (input, synapses or initial neuron state)."""
+    if not torch.is_grad_enabled():
+        return False
+    tensors = [x, lin.weight, lin.bias, *(state if isinstance(state, tuple) else ())]
+    return any(isinstance(t, Tensor) and t.requires_grad for t in tensors)
+
+
+def _fusable(lin: nn.Module, neuron: nn.Module) -> bool:
+    """Whether the pair can run as one fused ``Linear -> neuron`` call at all (before looking at the input)."""
+    return (isinstance(lin, Linear) and type(lin).forward is Linear.forward
+            and isinstance(neuron, Neuron) and neuron.kernel is not None and neuron.engine != "reference"
+            and neuron.step_hook is None and type(neuron).forward is Neuron.forward
+            and type(neuron).trace_run is Neuron.trace_run
+            and (neuron.size is None or tuple(neuron.size) == (lin.module.out_features,))
+            and not _any_hooks(lin) and not _any_hooks(neuron))
+
+
 class Sequential(SNNModule):
     """Chain of layers; ``forward(x, state) -> (out, state)`` where ``state`` is a tuple per layer.
+
+    Args:
+        layers: the layers, in order (plain ``torch.nn`` modules are wrapped in ``TimeDistributed``).
+        fuse: when a :class:`~spikeforge.nn.Linear` directly followed by a spiking neuron layer with a fused kernel
+            (``IF``, ``LIF``, ``CubaLIF``, ``AdaptiveLIF``) runs as one fused call in time chunks
+            (:mod:`spikeforge.kernels.fused_linear`): the current of all steps and the membrane of all steps are
+            never held, only the output spikes, the input's non-zeros and a few chunk-sized buffers; the backward
+            pass recomputes each chunk's current and scan (one more sparse product). Same spikes, same gradients
+            (up to float rounding).
+
+            * ``"auto"`` (default): on CPU, when the ``Linear`` picks its sparse product for this input (binary
+              spikes below its density threshold, or ``sparse=True``), the call records a gradient (input,
+              synapses or initial neuron state; training, where the memory kept for backward is the cost) and the
+              input has at most :data:`~spikeforge.kernels.fused_linear.AUTO_MAX_ACTIVE` (64) active inputs per
+              sample, so that recomputing the product in backward costs little next to the scan. Inference, dense
+              inputs and wide busy inputs run unfused (one product over all steps, fewest passes).
+            * ``True``: whenever the pair is covered on CPU, also for inference and dense inputs (the dense product
+              per chunk may round differently from one product over all steps).
+            * ``False``: never.
+
+            Either way the pair runs unfused when a hook is registered on either layer (or globally), the neuron
+            uses ``engine="reference"``, a ``step_hook``, learned neuron parameters or several spikes per step,
+            or the tensors are not on the CPU (CUDA runs the Triton kernels unfused).
+        chunk_steps: time steps per chunk of the fused path; None: about 1/16 of the sequence, at least 1024
+            samples (:func:`spikeforge.kernels.fused_linear.chunk_steps`). Smaller chunks take less memory and
+            more kernel calls.
 
     Shape:
         ``[T, B, *in]`` -> ``[T, B, *out]``.
     """
 
     stateful = True
+    fuse: bool | str = "auto"
+    chunk_steps: int | None = None
 
-    def __init__(self, *layers: nn.Module) -> None:
+    def __init__(self, *layers: nn.Module, fuse: bool | str = "auto", chunk_steps: int | None = None) -> None:
         super().__init__()
         wrapped = []
         for i, layer in enumerate(layers):
@@ -47,6 +109,23 @@ class Sequential(SNNModule):
                     f"layer {i} must be a torch.nn.Module, got {type(layer).__name__}."
                 )
         self.layers = nn.ModuleList(wrapped)
+        self.set_fuse(fuse, chunk_steps=chunk_steps)
+
+    def set_fuse(self, fuse: bool | str = "auto", *, chunk_steps: int | None = None) -> None:
+        """Choose when a ``Linear`` and the spiking neuron layer after it run fused in time chunks (class doc).
+
+        Args:
+            fuse: ``"auto"``, ``True`` or ``False``.
+            chunk_steps: time steps per chunk; None: sized automatically
+                (:func:`spikeforge.kernels.fused_linear.chunk_steps`).
+        """
+        if fuse not in _FUSE or not isinstance(fuse, (bool, str)):
+            raise SpikeforgeError(f"fuse must be 'auto', True or False, got {describe(fuse)}.")
+        if chunk_steps is not None and (isinstance(chunk_steps, bool) or not isinstance(chunk_steps, int)
+                                        or chunk_steps < 1):
+            raise SpikeforgeError(f"chunk_steps must be None or a positive int, got {describe(chunk_steps)}.")
+        self.fuse = fuse
+        self.chunk_steps = chunk_steps
 
     def __len__(self) -> int:
         return len(self.layers)
@@ -71,23 +150,58 @@ class Sequential(SNNModule):
         Memory: the output of a ``Linear``/``Conv`` layer (``fresh_output``) that feeds a neuron layer
         (``accepts_donation``) is a temporary only this loop holds, so it is donated: the neuron's fused kernel
         keeps its saved membrane there instead of in a new ``[T, B, ...]`` buffer. Not when forward hooks could
-        have kept a reference to it.
+        have kept a reference to it. A ``Linear`` followed by a spiking neuron layer may instead run fused with
+        it in time chunks, never holding the current of all steps (``fuse``, class doc).
 
         Shape:
             ``[T, B, *in]`` -> ``[T, B, *out]``.
         """
         check_sequence("x", x)
-        new = []
+        layers, states = self.layers, self._states(state)
+        new: list = []
         owned = False  # whether x is a fresh temporary that only this loop references
-        for layer, s in zip(self.layers, self._states(state), strict=True):
+        i = 0
+        while i < len(layers):
+            layer, s = layers[i], states[i]
+            if i + 1 < len(layers) and self.fuse is not False and _fusable(layer, layers[i + 1]):
+                route = layer.route(x)
+                fused = self._fused(layer, layers[i + 1], x, route, states[i + 1])
+                if fused is not None:
+                    x, s_next = fused
+                    new += [None, s_next]
+                    owned = False
+                    i += 2
+                    continue
+                if route is not None:  # the decision is made: run the product without deciding again
+                    x, s = layer.product(x, route[1]), None
+                    owned = True
+                    new.append(s)
+                    i += 1
+                    continue
             if owned and getattr(layer, "accepts_donation", False):
                 x, s = layer(x, s, donate=True)
             else:
                 x, s = layer(x, s)
             owned = getattr(layer, "fresh_output", False) and not _hooked(layer)
             new.append(s)
+            i += 1
         return x, tuple(new)
 
+    def _fused(self, lin: Linear, neuron: Neuron, x: Tensor, route, state: Any) -> tuple[Tensor, Any] | None:
+        """Run ``lin`` and ``neuron`` fused in time chunks when the policy (class doc) picks it; else None."""
+        if route is None or x.device.type != "cpu":
+            return None
+        active = route[1]
+        if self.fuse == "auto" and (active is None or not _needs_grad(x, lin, state)
+                                    or active.index.numel() > fused_linear.AUTO_MAX_ACTIVE * route[0].shape[0]):
+            return None  # dense (one GEMM over all steps is faster), no graph to keep memory for, or a recompute
+            # of the product that would cost more than the scan
+        like = lin.weight.new_zeros(()).expand(x.shape[1], lin.module.out_features)  # one step of the current
+        if state is None:
+            state = neuron.init_state(like)
+        params = neuron.params(like)
+        return fused_linear.fused_linear_scan(neuron.kernel, neuron.fire_spec, params, state, x, lin.weight, lin.bias,
+                                 active=active, sparse_backward=neuron.sparse_backward, chunk=self.chunk_steps)
     def layer_outputs(self, x: Tensor, state: Any = None) -> tuple[Tensor, tuple, list[Tensor]]:
         """Like ``forward``, plus every layer's output sequence (e.g. hidden spikes for a rate penalty)."""
         check_sequence("x", x)

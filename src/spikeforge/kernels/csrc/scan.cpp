@@ -16,10 +16,14 @@
 
 #include <cmath>
 #include <algorithm>
+#include <atomic>
 #include <cstdint>
 #include <type_traits>
 #include <tuple>
 #include <vector>
+#if defined(__GNUC__) && defined(__x86_64__)
+#include <immintrin.h>  // AVX-512 paths, chosen at run time
+#endif
 
 namespace {
 
@@ -336,19 +340,37 @@ inline S step_bwd(bool detach, const S* p, int64_t n, int64_t j, S vh, S z, bool
   return gx;
 }
 
-// The backward of one step for neurons [j0, j1): h, g, gx point at step t's row; z at the whole [T, N] spikes.
-// SPARSE: keep = |v - v_th| < band, branch-free (the in-band pattern is random); else keep is the constant 1 and
-// the multiplications fold away.
+// The backward of one step for neurons [j0, j1) (at most kBlock): h, g, gx point at step t's row; z at the whole
+// [T, N] spikes. SPARSE: keep = |v - v_th| < band, branch-free (the in-band pattern is random); else keep is the
+// constant 1 and the multiplications fold away. The results go to a local buffer first and are copied to gx after
+// the loop: gx may be h itself (in-place backward), and with every pointer of the loop restrict-qualified the
+// compiler vectorises it (it would not with a possible alias). A contiguous gz (stride 1) gets its own loop.
+template <typename S, int64_t M, int64_t R, bool REF, bool SPARSE, bool CONTIG>
+inline void bwd_rows_impl(bool detach, const S* __restrict__ p, const S* __restrict__ th, int64_t n, int64_t j0,
+                          int64_t j1, int64_t t, int64_t refr, S band, const S* __restrict__ h,
+                          const S* __restrict__ z, const int32_t* __restrict__ r0, const S* __restrict__ sg,
+                          const S* __restrict__ g, int64_t gsn, S* __restrict__ gv, S* __restrict__ ga,
+                          S* __restrict__ out) {
+  for (int64_t j = j0; j < j1; ++j) {
+    const bool active = !REF || active_at<S>(z, r0, n, j, t, refr);
+    const S keep = SPARSE ? S(std::abs(h[j] - th[j]) < band) : S(1);
+    out[j - j0] = step_bwd<S, M, R, REF>(detach, p, n, j, h[j], z[t * n + j], active, sg[j - j0],
+                                         g[CONTIG ? j : j * gsn], gv[j], ga[j], keep);
+  }
+}
+
 template <typename S, int64_t M, int64_t R, bool REF, bool SPARSE>
 void bwd_rows(bool detach, const S* p, const S* th, int64_t n, int64_t j0, int64_t j1, int64_t t, int64_t refr,
               S band, const S* h, const S* z, const int32_t* r0, const S* sg, const S* g, int64_t gsn, S* gv, S* ga,
               S* gx) {
-  for (int64_t j = j0; j < j1; ++j) {
-    const bool active = !REF || active_at<S>(z, r0, n, j, t, refr);
-    const S keep = SPARSE ? S(std::abs(h[j] - th[j]) < band) : S(1);
-    gx[j] = step_bwd<S, M, R, REF>(detach, p, n, j, h[j], z[t * n + j], active, sg[j - j0], g[j * gsn], gv[j],
-                                   ga[j], keep);
-  }
+  S out[kBlock];
+  if (gsn == 1)
+    bwd_rows_impl<S, M, R, REF, SPARSE, true>(detach, p, th, n, j0, j1, t, refr, band, h, z, r0, sg, g, gsn, gv, ga,
+                                              out);
+  else
+    bwd_rows_impl<S, M, R, REF, SPARSE, false>(detach, p, th, n, j0, j1, t, refr, band, h, z, r0, sg, g, gsn, gv, ga,
+                                               out);
+  std::copy(out, out + (j1 - j0), gx + j0);
 }
 
 // gz [T, N] (gradient w.r.t. spikes; any strides, e.g. the stride-0 expansion that `out.sum()` sends back); vh, z
@@ -387,7 +409,8 @@ at::Tensor scan_bwd(const at::Tensor& gz, at::Tensor vh, const at::Tensor& z, co
           const int64_t je = std::min(j1, jb + kBlock);
           for (int64_t t = T - 1; t >= 0; --t) {
             const int64_t o = t * N;
-            fill_surrogate<scalar_t>(c, hp + o, thp, jb, je, sg.data());
+            // unmasked: under sparse backward bwd_rows multiplies the whole step's gradient by the band mask
+            fill_surrogate_impl<scalar_t, false>(c, hp + o, thp, jb, je, sg.data());
             if (band > 0)
               bwd_rows<scalar_t, m(), r(), ref_c(), true>(detach, pp, thp, N, jb, je, t, refr, scalar_t(band), hp + o,
                                                           zp, r0, sg.data(), gzp + t * gst, gsn, gvp, gap, gxp + o);
@@ -395,6 +418,243 @@ at::Tensor scan_bwd(const at::Tensor& gz, at::Tensor vh, const at::Tensor& z, co
               bwd_rows<scalar_t, m(), r(), ref_c(), false>(detach, pp, thp, N, jb, je, t, refr, scalar_t(band), hp + o,
                                                            zp, r0, sg.data(), gzp + t * gst, gsn, gvp, gap, gxp + o);
           }
+        }
+      });
+    });
+  });
+  return gx;
+}
+
+// ---- Sparse backward kept compact (IF and LIF without refractoriness) -------------------------------------------
+// Under sparse backward an IF or LIF neuron-step outside the band passes no gradient at all: its input gradient is
+// zero and the gradient w.r.t. the membrane before it is zero (the chain back in time restarts at the next in-band
+// step). So the backward needs only the in-band steps, and the forward keeps just those: their flat positions
+// t * N + j and their membranes vh, grouped by (step, block of kBlock neurons) in step-major order (so positions are
+// sorted) with offsets [T * nb + 1]. The backward zero-fills gx and visits only these entries, block by block in
+// reverse time; a neuron's gradient w.r.t. its membrane carries over only between consecutive in-band steps.
+
+// The entries of h [n] with |h - th| < band: local indices to idx and values to val (both with 16 entries of
+// slack); returns how many. AVX-512 where the CPU has it (compare, compress in registers, store whole vectors), else
+// chunks of 16 with one vectorised test each (most chunks are empty at the densities where this pays).
+template <typename S>
+int64_t band_select_plain(const S* h, const S* th, int64_t n, S band, int32_t* idx, S* val) {
+  int64_t k = 0;
+  for (int64_t j0 = 0; j0 < n; j0 += 16) {
+    const int64_t j1 = std::min(n, j0 + 16);
+    int any = 0;
+    for (int64_t j = j0; j < j1; ++j) any |= int(std::abs(h[j] - th[j]) < band);
+    if (!any) continue;
+    for (int64_t j = j0; j < j1; ++j)
+      if (std::abs(h[j] - th[j]) < band) {
+        idx[k] = int32_t(j);
+        val[k] = h[j];
+        ++k;
+      }
+  }
+  return k;
+}
+
+#if defined(__GNUC__) && defined(__x86_64__)
+__attribute__((target("avx512f"))) int64_t band_select_avx512(const float* h, const float* th, int64_t n,
+                                                               float band, int32_t* idx, float* val) {
+  int64_t k = 0, j = 0;
+  __m512i iota = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+  const __m512i step = _mm512_set1_epi32(16);
+  const __m512 bv = _mm512_set1_ps(band);
+  for (; j + 16 <= n; j += 16) {
+    const __m512 v = _mm512_loadu_ps(h + j);
+    const __m512 d = _mm512_abs_ps(_mm512_sub_ps(v, _mm512_loadu_ps(th + j)));
+    const __mmask16 m = _mm512_cmp_ps_mask(d, bv, _CMP_LT_OQ);  // as std::abs(h - th) < band (NaN: false)
+    if (m) {
+      _mm512_storeu_ps(val + k, _mm512_maskz_compress_ps(m, v));
+      _mm512_storeu_si512(idx + k, _mm512_maskz_compress_epi32(m, iota));
+      k += __builtin_popcount(m);
+    }
+    iota = _mm512_add_epi32(iota, step);
+  }
+  for (; j < n; ++j)
+    if (std::abs(h[j] - th[j]) < band) {
+      idx[k] = int32_t(j);
+      val[k] = h[j];
+      ++k;
+    }
+  return k;
+}
+__attribute__((target("avx512f"))) int64_t band_select_avx512(const double* h, const double* th, int64_t n,
+                                                               double band, int32_t* idx, double* val) {
+  int64_t k = 0, j = 0;
+  __m512i iota = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 0, 0, 0, 0, 0, 0, 0, 0);
+  const __m512i step = _mm512_setr_epi32(8, 8, 8, 8, 8, 8, 8, 8, 0, 0, 0, 0, 0, 0, 0, 0);
+  const __m512d bv = _mm512_set1_pd(band);
+  for (; j + 8 <= n; j += 8) {
+    const __m512d v = _mm512_loadu_pd(h + j);
+    const __m512d d = _mm512_abs_pd(_mm512_sub_pd(v, _mm512_loadu_pd(th + j)));
+    const __mmask8 m = _mm512_cmp_pd_mask(d, bv, _CMP_LT_OQ);
+    if (m) {
+      _mm512_storeu_pd(val + k, _mm512_maskz_compress_pd(m, v));
+      _mm512_storeu_si512(idx + k, _mm512_maskz_compress_epi32(__mmask16(m), iota));
+      k += __builtin_popcount(m);
+    }
+    iota = _mm512_add_epi32(iota, step);
+  }
+  for (; j < n; ++j)
+    if (std::abs(h[j] - th[j]) < band) {
+      idx[k] = int32_t(j);
+      val[k] = h[j];
+      ++k;
+    }
+  return k;
+}
+template <typename S>
+int64_t band_select(const S* h, const S* th, int64_t n, S band, int32_t* idx, S* val) {
+  static const bool avx512 = __builtin_cpu_supports("avx512f");
+  return avx512 ? band_select_avx512(h, th, n, band, idx, val) : band_select_plain<S>(h, th, n, band, idx, val);
+}
+#else
+template <typename S>
+int64_t band_select(const S* h, const S* th, int64_t n, S band, int32_t* idx, S* val) {
+  return band_select_plain<S>(h, th, n, band, idx, val);
+}
+#endif
+
+// Returns (z [T, N], pos [nnz] int64, vhb [nnz], offsets [T * nb + 1] int64). The forward arithmetic is run_fwd's.
+// max_fraction: when a block of neurons has more than this fraction of its steps in the band, the scan stops and
+// returns empty offsets (v, aux are then partly advanced: the caller starts over with scan_fwd on fresh state).
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> scan_fwd_band(const at::Tensor& x, const at::Tensor& p,
+                                                                         at::Tensor v, at::Tensor aux, int64_t model,
+                                                                         int64_t reset, double band,
+                                                                         double max_fraction) {
+  check_cpu(x, "x");
+  check_cpu(p, "p");
+  check_cpu(v, "v");
+  check_cpu(aux, "aux");
+  TORCH_CHECK(model == IF || model == LIF, "scan_fwd_band: IF or LIF only");
+  const int64_t T = x.size(0), N = x.size(1), nb = (N + kBlock - 1) / kBlock;
+  auto z = at::empty_like(x);
+  std::vector<int64_t> cnt(T * nb + 1, 0);  // entries of (t, block) at [t * nb + b + 1], then prefix sums
+  std::vector<std::vector<int64_t>> bpos(nb);
+  std::atomic<bool> abort{false};
+  at::Tensor pos, vhb;
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "spikeforge_scan_fwd_band", [&] {
+    using S = scalar_t;
+    const S* xp = x.data_ptr<S>();
+    const S* pp = p.data_ptr<S>();
+    const S* th = pp + 3 * N;
+    S* vp = v.data_ptr<S>();
+    S* ap = aux.data_ptr<S>();
+    S* zp = z.data_ptr<S>();
+    const S bnd = S(band);
+    std::vector<std::vector<S>> bvh(nb);
+    with_cfg(model, reset, false, [&](auto m, auto r, auto ref_c) {
+      at::parallel_for(0, nb, 1, [&](int64_t b0, int64_t b1) {
+        S h[kBlock];
+        int32_t lj[kBlock + 16];  // in-band neurons of one row of the block (local index) and their membranes
+        S lh[kBlock + 16];
+        for (int64_t b = b0; b < b1; ++b) {
+          const int64_t jb = b * kBlock, je = std::min(N, jb + kBlock);
+          auto& ps = bpos[b];
+          auto& hs = bvh[b];
+          for (int64_t t = 0; t < T; ++t) {
+            const int64_t o = t * N;
+            fwd_row<S, m(), r(), false>(0, pp, N, jb, je, xp + o, vp, ap, nullptr, zp + o, h - jb);
+            const int64_t c0 = int64_t(ps.size());
+            const int64_t k = band_select(h, th + jb, je - jb, bnd, lj, lh);
+            for (int64_t q = 0; q < k; ++q) {
+              ps.push_back(o + jb + lj[q]);
+              hs.push_back(lh[q]);
+            }
+            cnt[t * nb + b + 1] = int64_t(ps.size()) - c0;
+            if (abort.load(std::memory_order_relaxed)) return;
+          }
+          if (double(ps.size()) > max_fraction * double(T * (je - jb))) {
+            abort.store(true);
+            return;
+          }
+        }
+      });
+    });
+    if (abort.load()) return;
+    for (int64_t k = 0; k < T * nb; ++k) cnt[k + 1] += cnt[k];
+    pos = at::empty({cnt[T * nb]}, x.options().dtype(at::kLong));
+    vhb = at::empty({cnt[T * nb]}, x.options());
+    int64_t* po = pos.data_ptr<int64_t>();
+    S* ho = vhb.data_ptr<S>();
+    at::parallel_for(0, nb, 1, [&](int64_t b0, int64_t b1) {
+      for (int64_t b = b0; b < b1; ++b) {
+        int64_t q = 0;
+        for (int64_t t = 0; t < T; ++t) {
+          const int64_t k0 = cnt[t * nb + b], k1 = cnt[t * nb + b + 1];
+          std::copy(bpos[b].begin() + q, bpos[b].begin() + q + (k1 - k0), po + k0);
+          std::copy(bvh[b].begin() + q, bvh[b].begin() + q + (k1 - k0), ho + k0);
+          q += k1 - k0;
+        }
+      }
+    });
+  });
+  if (abort.load()) {
+    auto none = at::empty({0}, x.options().dtype(at::kLong));
+    return {z, none, at::empty({0}, x.options()), none};
+  }
+  auto offsets = at::empty({T * nb + 1}, x.options().dtype(at::kLong));
+  std::copy(cnt.begin(), cnt.end(), offsets.data_ptr<int64_t>());
+  return {z, pos, vhb, offsets};
+}
+
+// Backward of scan_fwd_band: gz [T, N] (any strides); gv [N] gradient w.r.t. the final membrane, updated in place to
+// the one w.r.t. the initial membrane. Returns gx [T, N], zero outside the band.
+// out: a [T, N] buffer the caller owns and no longer needs (e.g. the donated input of the forward) to receive gx, or
+// an empty tensor (a new one is allocated: at first touch its pages cost the kernel's zeroing besides ours).
+at::Tensor scan_bwd_band(const at::Tensor& gz, const at::Tensor& pos, const at::Tensor& vhb,
+                         const at::Tensor& offsets, const at::Tensor& z, const at::Tensor& p, at::Tensor gv,
+                         at::Tensor out, int64_t model, int64_t reset, bool detach, int64_t surr, double scale) {
+  TORCH_CHECK(gz.device().is_cpu() && gz.dim() == 2, "spikeforge scan: gz must be a [T, N] CPU tensor");
+  check_cpu(pos, "pos");
+  check_cpu(vhb, "vhb");
+  check_cpu(offsets, "offsets");
+  check_cpu(z, "z");
+  check_cpu(gv, "gv");
+  TORCH_CHECK(model == IF || model == LIF, "scan_bwd_band: IF or LIF only");
+  const int64_t T = z.size(0), N = z.size(1), nb = (N + kBlock - 1) / kBlock;
+  TORCH_CHECK(offsets.numel() == T * nb + 1 && gz.size(0) == T && gz.size(1) == N, "scan_bwd_band: shapes");
+  if (out.numel() > 0) {
+    check_cpu(out, "out");
+    TORCH_CHECK(out.sizes() == z.sizes() && out.scalar_type() == z.scalar_type(), "scan_bwd_band: out must be like z");
+  }
+  auto gx = out.numel() > 0 ? out : at::empty({T, N}, z.options());
+  const int64_t gst = gz.stride(0), gsn = gz.stride(1);
+  BCfg c{model, reset, 0, surr, detach, scale, 0.0};
+  AT_DISPATCH_FLOATING_TYPES(z.scalar_type(), "spikeforge_scan_bwd_band", [&] {
+    using S = scalar_t;
+    const S* gzp = gz.data_ptr<S>();
+    const int64_t* po = pos.data_ptr<int64_t>();
+    const S* hp = vhb.data_ptr<S>();
+    const int64_t* off = offsets.data_ptr<int64_t>();
+    const S* zp = z.data_ptr<S>();
+    const S* pp = p.data_ptr<S>();
+    S* gvp = gv.data_ptr<S>();
+    S* gxp = gx.data_ptr<S>();
+    with_cfg(model, reset, false, [&](auto m, auto r, auto ref_c) {
+      at::parallel_for(0, nb, 1, [&](int64_t b0, int64_t b1) {
+        std::vector<int64_t> last(kBlock);  // step of the neuron's latest (in reverse time) in-band entry
+        for (int64_t b = b0; b < b1; ++b) {
+          const int64_t jb = b * kBlock, je = std::min(N, jb + kBlock);
+          std::fill(last.begin(), last.end(), T);  // T: the final state, whose gradient gv holds
+          for (int64_t t = T - 1; t >= 0; --t) {
+            std::fill(gxp + t * N + jb, gxp + t * N + je, S(0));  // zero-filled here, while the block is in cache
+            for (int64_t k = off[t * nb + b]; k < off[t * nb + b + 1]; ++k) {
+              const int64_t q = po[k], j = q - t * N;
+              S g = last[j - jb] == t + 1 ? gvp[j] : S(0);
+              S ga = 0;
+              const S h = hp[k];
+              const S sg = surrogate_d<S>(c.surr, h - pp[3 * N + j], S(c.scale));
+              gxp[q] = step_bwd<S, m(), r(), false>(detach, pp, N, j, h, zp[q], true, sg, gzp[t * gst + j * gsn], g,
+                                                    ga);
+              gvp[j] = g;
+              last[j - jb] = t;
+            }
+          }
+          for (int64_t j = jb; j < je; ++j)
+            if (last[j - jb] != 0) gvp[j] = S(0);  // step 0 out of the band: no gradient reaches the initial state
         }
       });
     });
@@ -633,6 +893,10 @@ TORCH_LIBRARY(spikeforge_scan, m) {
   m.def("rec_fwd(Tensor x_ff, Tensor wt, Tensor z0, Tensor p, Tensor(a!) v, Tensor(b!) aux, Tensor(c!) ref,"
         " int model, int reset, int refr, bool save) -> (Tensor, Tensor)");
   m.def("rec_wgrad(Tensor gx, Tensor z, Tensor z0) -> Tensor");
+  m.def("scan_fwd_band(Tensor x, Tensor p, Tensor(a!) v, Tensor(b!) aux, int model, int reset, float band,"
+        " float max_fraction) -> (Tensor, Tensor, Tensor, Tensor)");
+  m.def("scan_bwd_band(Tensor gz, Tensor pos, Tensor vhb, Tensor offsets, Tensor z, Tensor p, Tensor(a!) gv,"
+        " Tensor(b!) out, int model, int reset, bool detach, int surr, float scale) -> Tensor");
   m.def("rec_bwd(Tensor gz, Tensor vh, Tensor z, Tensor wt, Tensor p, Tensor ref0, Tensor z0, Tensor(a!) gv,"
         " Tensor(b!) gaux, int model, int reset, int refr, bool detach, int surr, float scale, float band)"
         " -> (Tensor, Tensor)");
@@ -645,4 +909,6 @@ TORCH_LIBRARY_IMPL(spikeforge_scan, CPU, m) {
   m.impl("rec_fwd", &rec_fwd);
   m.impl("rec_bwd", &rec_bwd);
   m.impl("rec_wgrad", &rec_wgrad);
+  m.impl("scan_fwd_band", &scan_fwd_band);
+  m.impl("scan_bwd_band", &scan_bwd_band);
 }
