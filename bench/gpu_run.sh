@@ -8,9 +8,9 @@
 #
 # Steps (in this order): tests (GPU-marked tests, the Triton kernel tests), kernels (bench/gpu_kernels.py:
 # equivalence and timings), peers (bench/peers.py --device cuda for $SIZES), mnist (MNIST with EventProp on the
-# GPU for the time left, per-epoch logs kept). CPU_JOBS=1 also runs the CPU-only training benches in the
-# background on the cores the GPU steps do not use (one core per run): Yin-Yang with EventProp and with TTFS
-# (CPU_BENCHES picks among "eventprop ttfs"). Needs the peer wheels in .whl/ (docs/performance.md) and, for
+# GPU for the time left: bench/mnist.py --time-budget fits the epochs; MNIST_CONFIG picks the config). CPU_JOBS=1
+# also runs Yin-Yang (5 seeds, 100-104) for each config in CPU_CONFIGS in the background on the cores the GPU steps
+# do not use (one core per run). Needs the peer wheels in .whl/ (docs/performance.md) and, for
 # training, the data under $SPIKEFORGE_DATA (default .devdata/, a copy of ../shared/data carried along).
 set -u
 export PYTHONUNBUFFERED=1
@@ -35,17 +35,18 @@ export PYTHONPATH=$PWD/src:/tmp/site
 export SPIKEFORGE_DATA=${SPIKEFORGE_DATA:-$PWD/.devdata}
 export SPIKEFORGE_KERNEL_CACHE=/tmp/sf_kernels
 NCPU=$(nproc)
-GPU_CORES=0-3
-CPU_CORES=4-$((NCPU - 1))
+GPU_CORES=${GPU_CORES:-0-3}
+CPU_CORES=${CPU_CORES:-4-$((NCPU - 1))}
 { nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
   python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__)"
   lscpu | grep -E "Model name|^CPU\(s\)"; } >"$RES/env.txt" 2>&1
 
-if [ "${CPU_JOBS:-0}" = 1 ]; then
-  for method in ${CPU_BENCHES:-eventprop ttfs}; do
-    ( taskset -c "$CPU_CORES" timeout $(( BUDGET - 30 )) python3 bench/yinyang.py --method "$method" --seeds 5 \
-        --seed 100 --workers 5 --threads 1 --out "/tmp/runs/$method" --json "$RES/yinyang_$method.json" \
-        >"$RES/yinyang_$method.txt" 2>&1 ) &
+if [ "${CPU_JOBS:-0}" = 1 ]; then  # Yin-Yang, 5 seeds (100-104) per config, one core per run
+  for cfg in ${CPU_CONFIGS:-configs/yinyang-eventprop.yaml}; do
+    name=$(basename "$cfg" .yaml)
+    ( taskset -c "$CPU_CORES" timeout $(( BUDGET - 30 )) python3 bench/yinyang.py --config "$cfg" --seeds 5 ${YY_EPOCHS:+--epochs $YY_EPOCHS} \
+        --seed 100 --workers 5 --threads 1 --out "/tmp/runs/$name" --json "$RES/yinyang_$name.json" \
+        >"$RES/yinyang_$name.txt" 2>&1 ) &
   done
 fi
 
@@ -60,22 +61,6 @@ if has tests; then
   pack
 fi
 
-if has mnist; then  # before the timings: training would disturb them
-  REM=${MNIST_SECONDS:-200}
-  python3 - <<'PY'
-import yaml
-cfg = yaml.safe_load(open("src/spikeforge/configs/mnist-eventprop.yaml"))
-cfg["train"]["batch_size"] = 128
-cfg["train"]["optimizer"]["lr"] = 1.0e-4
-yaml.safe_dump(cfg, open("/tmp/mnist_eventprop_gpu.yaml", "w"))
-PY
-  taskset -c $GPU_CORES timeout "$REM" python3 bench/mnist.py --method eventprop --datasets mnist --device cuda \
-    --config /tmp/mnist_eventprop_gpu.yaml --epochs "${MNIST_EPOCHS:-3}" --workers 1 --threads 4 \
-    --out /tmp/runs/mnist --json "$RES/mnist_eventprop.json" >"$RES/mnist_eventprop.txt" 2>&1
-  tail -5 "$RES/mnist_eventprop.txt"
-  pack
-fi
-
 if has kernels; then
   taskset -c $GPU_CORES timeout 120 python3 bench/gpu_kernels.py --reps 3 --warmup 2 --json "$RES/gpu_kernels.json" \
     >"$RES/gpu_kernels.txt" 2>&1
@@ -87,13 +72,22 @@ if has peers; then
   for size in $SIZES; do
     libs=floor,spikeforge,spikeforge_graphed,plain,snntorch,spikingjelly
     rounds=10 && limit=75
-    [ "$size" = large ] && libs=floor,spikeforge,spikeforge_graphed,spikingjelly,plain && rounds=3 && limit=120
+    [ "$size" = large ] && libs=floor,spikeforge,spikeforge_graphed,spikingjelly && rounds=3 && limit=120
     [ "$size" = recurrent ] && libs=floor,spikeforge,spikeforge_graphed,plain,snntorch && rounds=3
     taskset -c $GPU_CORES timeout $limit python3 bench/peers.py --size "$size" --device cuda --rounds $rounds \
       --libs $libs --timeout 30 --json "$RES/peers-cuda-$size.json" >"$RES/peers-cuda-$size.txt" 2>&1
     tail -8 "$RES/peers-cuda-$size.txt"
     pack
   done
+fi
+
+if has mnist; then  # last: it gets whatever time is left (epochs fitted by a probe; training would disturb timings)
+  REM=$(( $(left) - 30 ))
+  taskset -c $GPU_CORES timeout "$REM" python3 bench/mnist.py --method eventprop --datasets mnist --device "${MNIST_DEVICE:-cuda}" \
+    --config "${MNIST_CONFIG:-configs/mnist-eventprop.yaml}" --time-budget $(( REM - 10 )) --workers 1 --threads 4 \
+    --out /tmp/runs/mnist --json "$RES/mnist_eventprop.json" >"$RES/mnist_eventprop.txt" 2>&1
+  tail -8 "$RES/mnist_eventprop.txt"
+  pack
 fi
 
 wait

@@ -92,3 +92,27 @@ def test_eventprop_readouts_train(tmp_path, readout):
     before = trainer.evaluate("test")["loss"]
     trainer.fit()
     assert trainer.evaluate("test")["loss"] < before - 0.01
+
+
+def test_readout_init_mean_applies_and_time_noise_is_refused():
+    """``init_mean``/``init_std`` set the read-out's initial weights too (in units of its w0); ``time_noise`` on a
+    non-spiking read-out is an error."""
+    from spikeforge.nn.events import psp_peak
+    from spikeforge.train.config import config_from_dict
+    from spikeforge.train.event import build_event_model
+
+    def cfg(last):
+        return config_from_dict({
+            "model": {"method": "eventprop", "layers": [
+                {"type": "event_lif", "out": 4, "tau_mem": 20e-3, "tau_syn": 5e-3, "t_max": 40e-3},
+                {"type": "event_li", "out": 3, "tau_mem": 20e-3, "tau_syn": 5e-3, "t_max": 40e-3, **last}]},
+            "encoding": {"type": "spike_times", "times": {"t_min": 0.0, "t_max": 1e-2}},
+            "train": {"loss": {"readout": "max_membrane"}}})
+
+    model = build_event_model(cfg({"init_mean": 0.5, "init_std": 0.0}), 5, 3)
+    w0 = 1.0 / psp_peak(20e-3, 5e-3)
+    assert torch.allclose(model.layers[1].weight, torch.full((3, 4), 0.5 * w0))
+    default = build_event_model(cfg({}), 5, 3)
+    assert not torch.allclose(default.layers[1].weight, torch.full((3, 4), 0.5 * w0))
+    with pytest.raises(SpikeforgeError, match="time_noise"):
+        cfg({"time_noise": 1e-4})

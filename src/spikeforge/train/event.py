@@ -110,8 +110,8 @@ def validate_event_config(cfg: Any) -> None:
             raise SpikeforgeError(f"{where}: max_missing/bump apply to spiking event_lif layers only.")
         if ("init_mean" in spec) != ("init_std" in spec):
             raise SpikeforgeError(f"{where}: give both init_mean and init_std (units of w0), or neither.")
-        if spec["type"] == "event_li" and ("init_mean" in spec or "time_noise" in spec):
-            raise SpikeforgeError(f"{where}: init_mean/init_std/time_noise apply to event_lif layers only.")
+        if spec["type"] == "event_li" and "time_noise" in spec:
+            raise SpikeforgeError(f"{where}: time_noise applies to spiking event_lif layers only.")
         if ("max_missing" in spec) != ("bump" in spec):
             raise SpikeforgeError(f"{where}: give both max_missing (a fraction in [0, 1]) and bump (in units of w0), "
                                   f"or neither.")
@@ -193,8 +193,8 @@ def build_event_model(cfg: Any, n_in: int, n_classes: int | None = None) -> Even
             else:
                 kw.setdefault("gradient", EVENT_METHODS[cfg.model.method])
                 layers.append(_event_lif_class()(n, out, generator=gen, **kw))
-                if "init_mean" in spec:
-                    _init_weights(layers[-1], spec["init_mean"], spec["init_std"], gen)
+            if "init_mean" in spec:
+                _init_weights(layers[-1], spec["init_mean"], spec["init_std"], gen)
         except TypeError as err:
             raise SpikeforgeError(f"model.layers[{i}] ({spec['type']}): {err}") from err
         n = out
@@ -205,12 +205,12 @@ def build_event_model(cfg: Any, n_in: int, n_classes: int | None = None) -> Even
 
 
 def _w0(layer: nn.Module) -> float:
-    """The weight whose PSP peaks at the threshold."""
+    """The weight whose PSP peaks at the threshold (at 1 for a non-spiking ``EventLI`` read-out)."""
     from ..nn.events import psp_peak
 
     tm = float(torch.as_tensor(layer.tau_mem).max())
     ts = float(torch.as_tensor(layer.tau_syn).max())
-    return layer.v_th / psp_peak(tm, ts)
+    return getattr(layer, "v_th", 1.0) / psp_peak(tm, ts)
 
 
 @torch.no_grad()
