@@ -1,24 +1,25 @@
 """Reading a spikeforge graph into float layers: the part every target's ``compile.py`` shares.
 
-A target's ``read_graph`` walks the top-level chain (:func:`chain`), takes dt and the input width
-(:func:`read_header`), unpacks nested recurrent blocks (:func:`recurrent_block`) and reads each neuron with
-its incoming weights (:func:`layer_fields`) into its own :class:`FloatLayer` subclass, adding the fields only
-it needs. What a target refuses, and how it says so, stays in the target: the functions here take a
-:class:`Wording` so that messages keep naming the chip. :func:`finite` is the fit rule both targets run.
+A target's ``read_graph`` takes dt and the input width (:func:`read_header`), pairs every neuron node with the
+weights (and, where the target has them, the delays) before it (:func:`connections`, which walks the top-level
+chain, :func:`chain`, and unpacks nested recurrent blocks, :func:`recurrent_block`) and reads each pair
+(:func:`layer_fields`) into its own :class:`FloatLayer` subclass, adding the fields only it needs. The functions
+here take a :class:`Wording` so that their refusals name the chip and what it runs; limits of one chip stay in
+its target. :func:`finite` is the fit rule the targets run.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import nir
 import numpy as np
 
 from ..core.checks import SpikeforgeError
 
-__all__ = ["NEURONS", "WEIGHTS", "FloatLayer", "FloatNet", "Wording", "chain", "finite", "flat", "layer_fields",
-           "read_header", "recurrent_block"]
+__all__ = ["NEURONS", "WEIGHTS", "Connection", "FloatLayer", "FloatNet", "Wording", "chain", "connections", "finite",
+           "flat", "layer_fields", "read_header", "recurrent_block"]
 
 NEURONS = (nir.CubaLIF, nir.LIF, nir.IF, nir.LI)
 WEIGHTS = (nir.Linear, nir.Affine)
@@ -64,6 +65,8 @@ class Wording:
     chip: str        # "{chip} takes a flat vector of input channels"
     matrix: str      # "{matrix} needs 2-D"
     readout: str     # "LI as {readout}"
+    weights: str     # "neurons take input only through {weights}"; "a neuron after every {weights}"
+    runs: str        # "it runs {runs}" (what the target takes, for an unsupported node)
 
 
 def flat(a, n: int) -> np.ndarray:
@@ -112,6 +115,68 @@ def recurrent_block(name: str, node: nir.NIRGraph, pending: tuple[str, object] |
         raise SpikeforgeError(f"nested graph {name!r} is not a spikeforge recurrent block "
                               f"(w_in -> neuron <-> w_rec).")
     return inner["w_in"], inner["neuron"], np.asarray(inner["w_rec"].weight, dtype=np.float64)
+
+
+class Connection(NamedTuple):
+    """A neuron node with the weight node before it: the recurrent block's inner nodes and ``w_rec`` for a nested
+    block, and the delay in steps per input channel (with the Delay node's name) where delays were read."""
+
+    name: str
+    neuron: Any
+    w_node: Any
+    w_name: str
+    w_rec: np.ndarray | None
+    delay: tuple[str, np.ndarray] | None
+
+
+def connections(graph: nir.NIRGraph, words: Wording, dt: float, *, recurrent: bool = True,
+                delays: bool = False) -> list[Connection]:
+    """Every neuron layer of the top-level chain with its incoming weights, in order.
+
+    The chain must run ``[Delay ->] weights -> neurons`` repeatedly (Flatten nodes are skipped, a nested recurrent
+    block counts as weights and neurons), up to the output. Refused, naming the node: two weight nodes in a row,
+    neurons without weights, weights (or a delay) left without neurons, nested graphs when ``recurrent`` is False,
+    Delay nodes when ``delays`` is False (or a Delay after the weights), and any other node.
+    """
+    out: list[Connection] = []
+    pending: tuple[str, Any] | None = None
+    delay: tuple[str, np.ndarray] | None = None
+    for name in chain(graph, words):
+        node = graph.nodes[name]
+        if isinstance(node, nir.Output):
+            break
+        if delays and isinstance(node, nir.Delay):
+            if pending is not None:
+                raise SpikeforgeError(f"delay node {name!r} follows weight node {pending[0]!r}; {words.mapper} delays "
+                                      f"are synaptic: put the Delay before the weights.")
+            steps = np.asarray(node.delay, dtype=np.float64).reshape(-1) / dt
+            delay = (name, steps if delay is None else delay[1] + steps)
+        elif isinstance(node, WEIGHTS):
+            if pending is not None:
+                raise SpikeforgeError(f"weight nodes {pending[0]!r} and {name!r} follow each other; {words.chip} needs "
+                                      f"a neuron after every {words.weights} (fold the two matrices into one).")
+            pending = (name, node)
+        elif isinstance(node, nir.NIRGraph):
+            if not recurrent:
+                raise SpikeforgeError(f"node {name!r} is a nested (recurrent) graph; the {words.mapper} mapper runs "
+                                      f"feed-forward chains only.")
+            w_in, neuron, w_rec = recurrent_block(name, node, pending)
+            out.append(Connection(name, neuron, w_in, f"{name}.w_in", w_rec, delay))
+            delay = None
+        elif isinstance(node, NEURONS):
+            if pending is None:
+                raise SpikeforgeError(f"neuron node {name!r} has no weight node before it; neurons on {words.chip} "
+                                      f"take input only through {words.weights}.")
+            out.append(Connection(name, node, pending[1], pending[0], None, delay))
+            pending, delay = None, None
+        elif not isinstance(node, nir.Flatten):
+            raise SpikeforgeError(f"node {name!r} ({type(node).__name__}) has no equivalent on {words.chip}; it runs "
+                                  f"{words.runs}.")
+    if pending is not None or delay is not None:
+        left = pending[0] if pending is not None else delay[0]
+        raise SpikeforgeError(f"node {left!r} is not followed by a neuron; the output of {words.chip} must come "
+                              f"straight from neurons.")
+    return out
 
 
 def layer_fields(name: str, node, w_node, w_name: str, words: Wording, w_rec=None) -> dict[str, Any]:

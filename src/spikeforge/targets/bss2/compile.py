@@ -22,7 +22,8 @@ from .spec import BSS2, BSS2Spec
 __all__ = ["FloatLayer", "FloatNet", "compile", "read_graph"]
 
 _WORDS = gr.Wording(mapper="BrainScaleS-2", chip="BrainScaleS-2", matrix="a BrainScaleS-2 synapse array",
-                    readout="the last layer (CADC read-out)")
+                    readout="the last layer (CADC read-out)", weights="synapses",
+                    runs="Linear/Affine weights into LIF/CubaLIF neurons (LI as the last layer)")
 
 
 @dataclass
@@ -48,33 +49,8 @@ def read_graph(graph: nir.NIRGraph) -> FloatNet:
     """Read a spikeforge graph into a :class:`FloatNet`; refuses, naming the node, what the mapper cannot hold."""
     dt, in_shape = gr.read_header(graph, _WORDS)
     net = FloatNet(n_in=in_shape[0], dt=dt)
-    pending = None
-    for name in gr.chain(graph, _WORDS):
-        node = graph.nodes[name]
-        if isinstance(node, nir.Output):
-            break
-        if isinstance(node, gr.WEIGHTS):
-            if pending is not None:
-                raise SpikeforgeError(f"weight nodes {pending[0]!r} and {name!r} follow each other; BrainScaleS-2 "
-                                      f"needs a neuron after every weight (fold the two matrices into one).")
-            pending = (name, node)
-        elif isinstance(node, nir.NIRGraph):
-            raise SpikeforgeError(f"node {name!r} is a nested (recurrent) graph; the BrainScaleS-2 mapper runs "
-                                  f"feed-forward chains only.")
-        elif isinstance(node, gr.NEURONS):
-            if pending is None:
-                raise SpikeforgeError(f"neuron node {name!r} has no weight node before it; BrainScaleS-2 neurons take "
-                                      f"input only through synapses.")
-            net.layers.append(_layer(name, node, pending[1], pending[0]))
-            pending = None
-        elif isinstance(node, nir.Flatten):
-            continue
-        else:
-            raise SpikeforgeError(f"node {name!r} ({type(node).__name__}) has no BrainScaleS-2 equivalent; it runs "
-                                  f"Linear/Affine weights into LIF/CubaLIF neurons (LI as the last layer).")
-    if pending is not None:
-        raise SpikeforgeError(f"weight node {pending[0]!r} is not followed by a neuron; the output must come "
-                              f"straight from neurons.")
+    for c in gr.connections(graph, _WORDS, dt, recurrent=False):
+        net.layers.append(_layer(c.name, c.neuron, c.w_node, c.w_name))
     return net
 
 

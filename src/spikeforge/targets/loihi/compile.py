@@ -27,7 +27,9 @@ from .spec import LOIHI_TARGETS, LoihiSpec
 
 __all__ = ["FloatLayer", "FloatNet", "compile", "read_graph"]
 
-_WORDS = gr.Wording(mapper="Loihi", chip="the Loihi target", matrix="Loihi Dense", readout="the last layer")
+_WORDS = gr.Wording(mapper="Loihi", chip="the Loihi target", matrix="Loihi Dense", readout="the last layer",
+                    weights="Dense weights",
+                    runs="[Delay ->] Linear/Affine -> CubaLIF/LIF/IF neurons (LI as the last layer)")
 
 
 @dataclass(kw_only=True)
@@ -62,42 +64,8 @@ def read_graph(graph: nir.NIRGraph) -> FloatNet:
     """Read a spikeforge graph into a :class:`FloatNet`; refuses, naming the node, what Loihi cannot hold."""
     dt, in_shape = gr.read_header(graph, _WORDS)
     net = FloatNet(n_in=in_shape[0], dt=dt)
-    pending: tuple[str, object] | None = None
-    delay: tuple[str, np.ndarray] | None = None
-    for name in gr.chain(graph, _WORDS):
-        node = graph.nodes[name]
-        if isinstance(node, nir.Output):
-            break
-        if isinstance(node, nir.Delay):
-            if pending is not None:
-                raise SpikeforgeError(f"delay node {name!r} follows weight node {pending[0]!r}; Loihi delays are "
-                                      f"synaptic: put the Delay before the weights.")
-            steps = np.asarray(node.delay, dtype=np.float64).reshape(-1) / dt
-            delay = (name, steps if delay is None else delay[1] + steps)
-        elif isinstance(node, gr.WEIGHTS):
-            if pending is not None:
-                raise SpikeforgeError(f"weight nodes {pending[0]!r} and {name!r} follow each other; Loihi needs a "
-                                      f"neuron after every Dense (fold the two matrices into one).")
-            pending = (name, node)
-        elif isinstance(node, nir.NIRGraph):
-            w_in, neuron, w_rec = gr.recurrent_block(name, node, pending)
-            net.layers.append(_neuron_layer(name, neuron, w_in, f"{name}.w_in", delay, w_rec))
-            delay = None
-        elif isinstance(node, gr.NEURONS):
-            if pending is None:
-                raise SpikeforgeError(f"neuron node {name!r} has no weight node before it; Loihi neurons take "
-                                      f"input only through Dense weights.")
-            net.layers.append(_neuron_layer(name, node, pending[1], pending[0], delay))
-            pending, delay = None, None
-        elif isinstance(node, nir.Flatten):
-            continue
-        else:
-            raise SpikeforgeError(f"node {name!r} ({type(node).__name__}) has no equivalent on the Loihi target; it "
-                                  f"runs [Delay ->] Linear/Affine -> CubaLIF/LIF/IF neurons (LI as the last layer).")
-    if pending is not None or delay is not None:
-        left = pending[0] if pending is not None else delay[0]
-        raise SpikeforgeError(f"node {left!r} is not followed by a neuron; the Loihi output must come straight "
-                              f"from neurons.")
+    for c in gr.connections(graph, _WORDS, dt, delays=True):
+        net.layers.append(_neuron_layer(c.name, c.neuron, c.w_node, c.w_name, c.delay, c.w_rec))
     if not net.layers:
         raise SpikeforgeError("the graph has no neuron layer; the Loihi target needs at least one.")
     return net

@@ -27,7 +27,8 @@ from .spec import XYLO_TARGETS, XyloSpec
 
 __all__ = ["FloatLayer", "FloatNet", "compile", "dequantised", "read_graph"]
 
-_WORDS = gr.Wording(mapper="Xylo", chip="Xylo", matrix="Xylo", readout="the output layer")
+_WORDS = gr.Wording(mapper="Xylo", chip="Xylo", matrix="Xylo", readout="the output layer", weights="weights",
+                    runs="Linear/Affine weights into CubaLIF/LIF/IF neurons (LI as readout)")
 
 
 @dataclass
@@ -56,33 +57,8 @@ def read_graph(graph: nir.NIRGraph) -> FloatNet:
     """Read a spikeforge graph into a :class:`FloatNet`; refuses, naming the node, what Xylo cannot hold."""
     dt, in_shape = gr.read_header(graph, _WORDS)
     net = FloatNet(n_in=in_shape[0], dt=dt, in_shape=in_shape)
-    pending: tuple[str, object] | None = None
-    for name in gr.chain(graph, _WORDS):
-        node = graph.nodes[name]
-        if isinstance(node, nir.Output):
-            break
-        if isinstance(node, gr.WEIGHTS):
-            if pending is not None:
-                raise SpikeforgeError(f"weight nodes {pending[0]!r} and {name!r} follow each other; Xylo needs a "
-                                      f"neuron after every weight (fold the two matrices into one).")
-            pending = (name, node)
-        elif isinstance(node, nir.NIRGraph):
-            w_in, neuron, w_rec = gr.recurrent_block(name, node, pending)
-            net.layers.append(_neuron_layer(name, neuron, w_in, f"{name}.w_in", w_rec))
-        elif isinstance(node, gr.NEURONS):
-            if pending is None:
-                raise SpikeforgeError(f"neuron node {name!r} has no weight node before it; Xylo neurons take "
-                                      f"input only through weights.")
-            net.layers.append(_neuron_layer(name, node, pending[1], pending[0]))
-            pending = None
-        elif isinstance(node, nir.Flatten):
-            continue
-        else:
-            raise SpikeforgeError(f"node {name!r} ({type(node).__name__}) has no Xylo equivalent; Xylo runs "
-                                  f"Linear/Affine weights into CubaLIF/LIF/IF neurons (LI as readout).")
-    if pending is not None:
-        raise SpikeforgeError(f"weight node {pending[0]!r} is not followed by a neuron; the Xylo output must come "
-                              f"straight from neurons.")
+    for c in gr.connections(graph, _WORDS, dt):
+        net.layers.append(_neuron_layer(c.name, c.neuron, c.w_node, c.w_name, c.w_rec))
     return net
 
 
