@@ -105,8 +105,10 @@ def test_ideal_observer_is_software_training(with_v):
     assert isinstance(observer, Observer)
     (out_h, _, outs_h), g_h = _grads(model, hil.layer_outputs, x)
     assert observer.calls == 1
-    assert torch.equal(out, out_h)
-    for a, b in zip(outs, outs_h, strict=True):
+    # spikes and hidden layers bit for bit; the LI read-out steps in Python under the hook but runs its closed form
+    # in software: equal up to rounding
+    torch.testing.assert_close(out, out_h, rtol=1e-5, atol=1e-6)
+    for a, b in zip(outs[:-1], outs_h[:-1], strict=True):
         assert torch.equal(a, b)
     assert outs[1].sum() > 0 and outs[3].sum() > 0  # spiking, so the surrogate path is exercised
     for a, b in zip(g_sw, g_h, strict=True):

@@ -30,5 +30,6 @@ def test_quick_start_runs():
     full, _ = net(seq)
     out_a, s = net(seq[:10])
     out_b, _ = net(seq[10:], s)
-    assert torch.equal(torch.cat([out_a, out_b]), full)
+    # the LI read-out's closed form sums in another order when the sequence is cut: equal up to rounding
+    torch.testing.assert_close(torch.cat([out_a, out_b]), full, rtol=1e-5, atol=1e-6)
     assert scope["loss"].item() < 0.9  # chance level is ln 3 = 1.10; one epoch brings it well below

@@ -75,10 +75,13 @@ class Neuron(SNNModule):
         if engine not in ENGINES:
             raise SpikeforgeError(f"engine must be one of {ENGINES}, got {engine!r}.")
         band = check_band(sparse_backward)
-        if engine != "auto" or band is not None:
+        # a layer without a fused kernel may still pick "reference" over its closed form (model.run), if any
+        closed = getattr(self.model, "run", None) is not None and engine == "reference"
+        if (engine != "auto" and not closed) or band is not None:
             if self.kernel is None:
+                allowed = "'auto' or 'reference'" if getattr(self.model, "run", None) is not None else "'auto'"
                 raise SpikeforgeError(
-                    f"{type(self).__name__} has no fused kernel: use engine='auto' and sparse_backward=None."
+                    f"{type(self).__name__} has no fused kernel: use engine={allowed} and sparse_backward=None."
                 )
         if engine == "reference" and band is not None:
             raise SpikeforgeError("sparse_backward needs the fused engine; use engine='auto' or 'fused'.")
@@ -194,10 +197,19 @@ class Neuron(SNNModule):
             if fused is not None:
                 return fused[0], fused[1], None
             self._no_fused_path(x)
+        elif not record and self.engine != "reference" and self.closed_form(p, x):
+            out, state = self.model.run(p, state, x)
+            return out, state, None
         elif record and self.engine == "fused":
             raise SpikeforgeError("trace() records every state and runs the reference scan; "
                                   "use engine='auto' to trace a layer built with engine='fused'.")
         return scan.run(self.model.step, self.fire_spec, p, state, x, record=record)
+
+    def closed_form(self, p: NamedTuple, x: Tensor) -> bool:
+        """Whether the model's whole-sequence closed form (``model.run``, e.g. the linear LI read-out) covers this
+        call: the model has one and its parameters do not vary over the batch."""
+        run = getattr(self.model, "run", None)
+        return run is not None and all(not isinstance(v, Tensor) or v.dim() < x.dim() - 1 for v in p)
 
     def _no_fused_path(self, x: Tensor) -> None:
         """React to a call the fused kernel does not cover: error for ``engine="fused"``, else carry on.
