@@ -111,7 +111,11 @@ def test_choose_by_density_binary_dtype_and_device():
     assert sp.choose(sparse_x, 0.2) is not None
     assert sp.choose(sparse_x, 0.04) is None  # exact density 0.05 >= threshold
     assert sp.choose(spikes(400, 100, density=0.6, dtype=torch.float32), 0.2) is None  # dense: estimate only
-    assert sp.choose(sparse_x * 0.5, 0.2) is None  # not binary
+    scaled = sp.choose(sparse_x * 1.25, 0.2)  # spikes after dropout (p = 0.2): one common value, weighted
+    assert scaled is not None and bool((scaled.values == 1.25).all())
+    mixed = sparse_x.clone()
+    mixed.view(-1)[mixed.view(-1).nonzero()[0]] = 0.5
+    assert sp.choose(mixed, 0.2) is None  # real-valued: not spikes
     assert sp.choose(sparse_x.to(torch.int64), 0.2) is None  # unsupported dtype
     assert sp.choose(sparse_x, 0.0) is None
     assert sp.default_threshold("cuda") == 0.0 and sp.default_threshold("cpu") > 0.0
@@ -194,6 +198,32 @@ def test_network_gradients_through_sparse_hidden_layer_equal_dense():
         y.sum().backward()
         grads[mode] = [p.grad for p in net.parameters()]
     for got, want in zip(grads[True], grads[False], strict=True):
+        torch.testing.assert_close(got, want, rtol=0, atol=1e-10)
+
+
+def test_dropout_scaled_spikes_take_the_sparse_path_with_dense_gradients(monkeypatch):
+    """In training, dropout scales the kept spikes by 1/(1-p): "auto" still takes the sparse product (its weight
+    and input gradients from the non-zeros), and the whole network's gradients equal the dense network's."""
+    import spikeforge.nn.layers as layers_mod
+    from spikeforge.nn import Dropout
+
+    calls = []
+    real = sp.sparse_linear
+    monkeypatch.setattr(layers_mod, "sparse_linear", lambda *a, **k: calls.append(1) or real(*a, **k))
+    x = spikes(30, 4, 40, density=0.15, dtype=torch.float64)
+    grads, outs = {}, {}
+    for mode in ("auto", False):
+        torch.manual_seed(3)
+        kw = {"sparse": mode, "sparse_threshold": 0.95} if mode == "auto" else {"sparse": mode}
+        net = Sequential(Linear(40, 64, **kw), LIF(5e-3, v_th=0.3), Dropout(0.2), Linear(64, 10, **kw),
+                         fuse=False).double().train()
+        torch.manual_seed(4)  # the same dropout mask for both
+        outs[mode], _ = net(x)
+        outs[mode].square().sum().backward()
+        grads[mode] = [p.grad for p in net.parameters()]
+    assert calls == [1, 1]  # both products of the "auto" network were sparse, none of the dense one
+    torch.testing.assert_close(outs["auto"], outs[False], rtol=0, atol=1e-10)
+    for got, want in zip(grads["auto"], grads[False], strict=True):
         torch.testing.assert_close(got, want, rtol=0, atol=1e-10)
 
 

@@ -138,8 +138,9 @@ def find_active(x: Tensor) -> SparseInput:
 def choose(x: Tensor, threshold: float | None = None) -> SparseInput | None:
     """Decide dense or sparse for one product; returns the active inputs when sparse wins, else None.
 
-    Sparse is chosen when ``x`` is a float32/float64 tensor whose non-zeros all equal 1 (spikes) and whose
-    density is below ``threshold`` (default :func:`default_threshold` of ``x``'s device). A strided sample
+    Sparse is chosen when ``x`` is a float32/float64 tensor whose non-zeros all equal one value (spikes: 1; spikes
+    after dropout in training: ``1/(1-p)``) and whose density is below ``threshold`` (default
+    :func:`default_threshold` of ``x``'s device). A strided sample
     of ``x`` estimates the density first, so a clearly dense input costs one cheap pass and no index
     extraction; the exact density and the binary check come from the non-zeros themselves.
 
@@ -155,8 +156,11 @@ def choose(x: Tensor, threshold: float | None = None) -> SparseInput | None:
     if estimate > 1.5 * thr + 0.01:
         return None
     active = find_active(x)
-    if active.values is not None or active.density >= thr:
+    if active.density >= thr:
         return None
+    if active.values is not None and not (bool(torch.isfinite(active.values[0]))
+                                          and bool((active.values == active.values[0]).all())):
+        return None  # not (scaled) spikes: real-valued (or non-finite) inputs stay on the dense product
     return active
 
 

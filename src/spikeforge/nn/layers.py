@@ -4,8 +4,9 @@
 are ready-made wrappers. ``Dropout`` draws one mask per sample and keeps it for the whole sequence
 (a neuron dropped at one step is dropped at every step), which suits recurrent dynamics.
 
-``Linear`` computes its product from the active inputs only when the input is sparse binary spikes
-(:mod:`spikeforge.kernels.sparse`): ``sparse="auto"`` (default) decides per call from the measured density and
+``Linear`` computes its product from the active inputs only when the input is sparse spikes (binary, or scaled
+by dropout's ``1/(1-p)`` in training; :mod:`spikeforge.kernels.sparse`): ``sparse="auto"`` (default) decides per
+call from the measured density and
 the device, ``sparse=True`` always accumulates active inputs, ``sparse=False`` is the plain dense product.
 All three give the same outputs and gradients (up to float rounding).
 """
@@ -66,7 +67,8 @@ class Linear(TimeDistributed):
     Args:
         in_features: input size. out_features: output size. bias: learn a bias.
         sparse: ``"auto"`` (default): per call, accumulate the weight columns of the active inputs when the
-            input is binary (every non-zero equals 1) and its density is below ``sparse_threshold``;
+            input is spikes (every non-zero equals 1, or one common value such as dropout's ``1/(1-p)``) and its
+            density is below ``sparse_threshold``;
             ``True``: always compute from the non-zeros (any values, weighted); ``False``: always the dense
             ``torch.nn.Linear`` product. The weight gradient of the sparse path also uses the active inputs
             only; the input gradient (when the input requires one) is the dense ``grad @ W``.
