@@ -20,7 +20,7 @@ from torch import Tensor
 
 from ..core.checks import SpikeforgeError
 from ..dynamics.common import FireSpec
-from . import cpu_scan
+from . import cpu_event, cpu_scan  # noqa: F401  (cpu_event registers the C++ event engine with sim.event)
 from .cpu_scan import check_band
 from .graphs import graphed
 

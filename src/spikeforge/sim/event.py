@@ -267,8 +267,33 @@ def batch_chunks(times_in: Tensor, n_out: int) -> list[slice]:
     return [slice(i, min(i + size, b)) for i in range(0, b, size)]
 
 
+#: faster feed-forward engines registered from above by :func:`register_kernel` (``spikeforge.kernels.cpu_event``
+#: registers its C++ CPU kernel when ``spikeforge.kernels`` is imported, which ``import spikeforge`` does; this
+#: package sits below ``kernels`` and does not import it). The first whose ``covers`` accepts a call runs it.
+KERNELS: list = []
+
+
+def register_kernel(kernel) -> None:
+    """Add a feed-forward engine: an object with ``covers(times_in, weight, p) -> bool``,
+    ``forward(t, src, weight, p) -> (times, i_spike, i_release)`` and
+    ``backward(t, src, weight, times, i_spike, i_release, grad, p) -> (grad per merged event [B, E], grad_weight)``
+    (``t``, ``src``: :func:`merge_events`'s sorted events and their sources). Registering one twice is a no-op."""
+    if kernel not in KERNELS:
+        KERNELS.append(kernel)
+
+
+def feedforward_kernel(times_in: Tensor, weight: Tensor, p: EventParams):
+    """The first registered engine (:data:`KERNELS`) that covers this call, or None (the PyTorch engine runs)."""
+    return next((k for k in KERNELS if k.covers(times_in, weight, p)), None)
+
+
 def run_feedforward(times_in: Tensor, weight: Tensor, p: EventParams) -> SpikeRecord:
-    """Feed-forward layer, vectorised over events (loop over the spike index only), in batch chunks."""
+    """Feed-forward layer: a registered engine (:data:`KERNELS`, e.g. the C++ CPU kernel) where one covers the call,
+    else vectorised over events (loop over the spike index only), in batch chunks."""
+    kernel = feedforward_kernel(times_in, weight, p)
+    if kernel is not None:
+        ev = merge_events(times_in)
+        return SpikeRecord(*kernel.forward(ev.t, ev.src, weight, p))
     chunks = batch_chunks(times_in, weight.shape[0])
     if len(chunks) == 1:
         return _run_feedforward(times_in, weight, p)

@@ -154,12 +154,20 @@ def spike_adjoints(rec: SpikeRecord, grad: Tensor, p: EventParams) -> tuple[Tens
 
 def backward_feedforward(times_in: Tensor, weight: Tensor, rec: SpikeRecord, grad: Tensor,
                          p: EventParams) -> tuple[Tensor, Tensor]:
-    """Gradients of a feed-forward layer with respect to its input times and weights, vectorised over events
-    (in the engine's batch chunks).
+    """Gradients of a feed-forward layer with respect to its input times and weights: the registered engine of
+    :func:`spikeforge.sim.event.feedforward_kernel` (e.g. the C++ CPU kernel) where one covers the call, else
+    vectorised over events (in the engine's batch chunks).
 
     Shape:
         ``[B, n_in, K_in]`` and ``[n_out, n_in]``.
     """
+    kernel = event.feedforward_kernel(times_in, weight, p)
+    if kernel is not None:
+        b, n_in, k_in = times_in.shape
+        ev = event.merge_events(times_in.detach())
+        g_ev, g_w = kernel.backward(ev.t, ev.src, weight, rec.times, rec.i_spike, rec.i_release, grad, p)
+        g_t = g_ev.new_zeros(b, n_in * k_in).scatter_(1, ev.order, g_ev).reshape(b, n_in, k_in)
+        return g_t, g_w
     chunks = event.batch_chunks(times_in, weight.shape[0])
     if len(chunks) == 1:
         return _backward_feedforward(times_in, weight, rec, grad, p)
