@@ -130,3 +130,32 @@ def test_spike_time_encoders():
     assert m[0, 2, 0] == pytest.approx(10.0 * 0.5 / 0.9)
     with pytest.raises(SpikeforgeError, match="t_bias"):
         spike_times(x, t_min=0.0, t_max=1.0, t_bias=-1.0)
+
+
+@pytest.mark.parametrize("taus", [(20e-3, 5e-3), (5e-3, 20e-3), (10e-3, 10e-3), (10e-3, 0.0), (10e-3, 9.9e-3)])
+def test_event_li_separable_membrane_equals_the_direct_sum(taus):
+    """EventLI's binned, separable evaluation equals evaluating K for every (spike, grid point) pair, values and
+    gradients (float64), with padding, spikes between, before and after the grid points, and several per input;
+    nearly equal time constants take the direct path."""
+    from spikeforge.nn.event_readout import exponential_terms, membrane_on_grid, membrane_on_grid_direct
+
+    tau_mem, tau_syn = taus
+    g = torch.Generator().manual_seed(1)
+    t = (torch.rand(4, 7, 3, generator=g, dtype=torch.float64) * 50e-3).sort(-1).values
+    t[0, 0, 2] = math.inf
+    t[1, 2, :] = math.inf
+    t[2, 3, 0] = 1e-4  # before the first grid point
+    t = t.requires_grad_(True)
+    w = torch.randn(5, 7, generator=g, dtype=torch.float64, requires_grad=True)
+    grid = torch.linspace(0.5e-3, 40e-3, 80, dtype=torch.float64)
+    fast = membrane_on_grid(t, w, grid, tau_mem=tau_mem, tau_syn=tau_syn)
+    ref = membrane_on_grid_direct(t, w, grid, tau_mem=tau_mem, tau_syn=tau_syn)
+    assert (exponential_terms(tau_mem, tau_syn) is None) == (taus == (10e-3, 9.9e-3))
+    assert float(ref.abs().max()) > 1.0
+    torch.testing.assert_close(fast, ref, rtol=1e-12, atol=1e-12)
+    up = torch.randn(ref.shape, generator=g, dtype=torch.float64)
+    got = torch.autograd.grad((fast * up).sum(), (t, w))
+    want = torch.autograd.grad((ref * up).sum(), (t, w))
+    for a, b in zip(got, want, strict=True):
+        assert bool(torch.isfinite(a).all())
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)
