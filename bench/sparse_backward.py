@@ -223,22 +223,27 @@ def _time_checkpoint(path: str, bands: list[float], repeats: int, batch: int = 6
     return rows
 
 
-def _train(config: Path, band: float | None, epochs: int, seed: int, out: str) -> dict:
+def _train(config: Path, band: float | None, epochs: int, seed: int, out: str,
+           surrogate_scale: float | None = None, surrogate_name: str | None = None) -> dict:
     from spikeforge.train.config import config_from_dict
     from spikeforge.train.trainer import Trainer
 
     data = yaml.safe_load(config.read_text())
+    for key, value in (("scale", surrogate_scale), ("name", surrogate_name)):
+        if value is not None:
+            data["model"]["surrogate"] = {**data["model"].get("surrogate", {}), key: value}
     for layer in data["model"]["layers"]:
         if layer["type"] == "lif" and band is not None:
             layer["sparse_backward"] = band
     data["train"]["epochs"] = epochs
     data["seed"] = seed
     data["output"] = {"dir": f"{out}/band{band}-seed{seed}", "plots": False, "progress": False}
+    surrogate = data["model"].get("surrogate", {})
     trainer = Trainer(config_from_dict(data))
     final = trainer.fit()
     per_epoch = sum(r["seconds"] for r in trainer.history) / max(1, len(trainer.history))
     return {"band": "none" if band is None else f"{band:g}", "seed": seed, "test_acc": final["test_acc"],
-            "epochs": epochs, "epoch_seconds": per_epoch}
+            "epochs": epochs, "epoch_seconds": per_epoch, "surrogate": surrogate}
 
 
 #: table columns of a timing row after its name
@@ -263,6 +268,10 @@ def main() -> None:
     parser.add_argument("--skip-dense", action="store_true", help="train only the sparse-backward runs")
     parser.add_argument("--checkpoint", nargs="+", default=[], help="trained checkpoints (last.pt) whose training "
                         "step's backward is timed at --mlp-bands (default: --band)")
+    parser.add_argument("--surrogate-scale", type=float, help="override the config's surrogate steepness (the "
+                        "band keeps more of a steeper surrogate's gradient: fast_sigmoid keeps 1 - 1/(1 + s b))")
+    parser.add_argument("--surrogate", help="override the config's surrogate shape (e.g. triangle: zero outside "
+                        "|v - v_th| < 1/scale, so the band 1/scale drops nothing of it)")
     parser.add_argument("--json", help="write results here")
     args = parser.parse_args()
     if args.threads:
@@ -296,7 +305,8 @@ def main() -> None:
     if args.epochs > 0:
         for seed in range(args.seeds):
             for band in ((() if args.skip_dense else (None,)) + tuple(args.train_bands or [args.band])):
-                runs.append(_train(Path(args.config), band, args.epochs, seed, args.out))
+                runs.append(_train(Path(args.config), band, args.epochs, seed, args.out, args.surrogate_scale,
+                                   args.surrogate))
         print(f"\n{Path(args.config).stem}, {args.epochs} epochs")
         print_table(runs, [("band", "band", "s"), ("seed", "seed", "d"), ("test_acc", "test acc", ".4f"),
                            ("epoch_seconds", "s/epoch", ".2f")])
