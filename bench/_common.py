@@ -29,6 +29,18 @@ def _run_one(job: dict[str, Any]) -> dict[str, Any]:
     return {**job["tag"], **final, "epoch_seconds": per_epoch, "peak_memory_mib": peak_memory_mib(trainer.device)}
 
 
+def interleaved(fns: dict[str, Callable[[], float]], repeats: int) -> dict[str, float]:
+    """Median time (ms) of each ``fns[name]() -> seconds``, the calls interleaved round by round (one warm-up round
+    first), so that load from other processes on a shared machine hits every variant alike."""
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for r in range(repeats + 1):
+        for name, fn in fns.items():
+            t = fn()
+            if r:
+                times[name].append(t)
+    return {name: 1e3 * statistics.median(ts) for name, ts in times.items()}
+
+
 def peak_memory_mib(device=None) -> float:
     """Peak memory so far: ``torch.cuda.max_memory_allocated`` on a CUDA device, else the peak resident set size
     of this process (``ru_maxrss``; a worker that ran several jobs reports the largest of them)."""

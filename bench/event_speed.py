@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable
 
 import torch
-from _common import ROOT, environment, print_table, write_json
+from _common import ROOT, environment, interleaved, print_table, write_json
 
 from spikeforge.core.checks import SpikeforgeError
 from spikeforge.kernels import cpu_event
@@ -35,18 +35,6 @@ from spikeforge.train.event import EventTask
 CONFIGS = {"mnist": "src/spikeforge/configs/mnist-eventprop.yaml",
            "yinyang": "src/spikeforge/configs/yinyang-eventprop.yaml"}
 BATCH = {"mnist": 64, "yinyang": 150}
-
-
-def _interleaved(fns: dict[str, Callable[[], float]], repeats: int) -> dict[str, float]:
-    """Median time (ms) of each ``fns[name]() -> seconds``, the calls interleaved round by round (one warm-up round
-    first), so that load from other processes hits every variant alike."""
-    times: dict[str, list[float]] = {name: [] for name in fns}
-    for r in range(repeats + 1):
-        for name, fn in fns.items():
-            t = fn()
-            if r:
-                times[name].append(t)
-    return {name: 1e3 * statistics.median(ts) for name, ts in times.items()}
 
 
 def _samples(name: str, cfg) -> tuple[torch.Tensor, torch.Tensor, str]:
@@ -127,7 +115,7 @@ def time_layers(repeats: int) -> list[dict]:
         fwd, fwd_bwd = _layer_fns(layer, t_in)
         # the Python engine is slow on the MNIST shape: fewer rounds of it
         reps = repeats if name == "yinyang" else max(3, repeats // 2)
-        ms = _interleaved({"py_fwd": _switch(False, fwd), "cpp_fwd": _switch(True, fwd),
+        ms = interleaved({"py_fwd": _switch(False, fwd), "cpp_fwd": _switch(True, fwd),
                            "py_fb": _switch(False, fwd_bwd), "cpp_fb": _switch(True, fwd_bwd)}, reps)
         rows.append({"shape": name, "batch": t_in.shape[0], "n_in": t_in.shape[1], "n_out": layer.weight.shape[0],
                      "max_spikes": layer.max_spikes, "inputs": source, "in_spikes_per_sample": spikes_in,

@@ -19,13 +19,12 @@ from __future__ import annotations
 import argparse
 import copy
 import inspect
-import statistics
 import time
 from pathlib import Path
 
 import torch
 import yaml
-from _common import ROOT, environment, print_table, write_json
+from _common import ROOT, environment, interleaved, print_table, write_json
 
 from spikeforge.kernels import cpu_scan
 from spikeforge.nn import LIF, Recurrent
@@ -35,18 +34,6 @@ def _clock() -> float:
     """With one thread the CPU time of this thread (immune to waiting for a core on a shared machine; all the work
     runs on it), else wall time."""
     return time.thread_time() if torch.get_num_threads() == 1 else time.perf_counter()
-
-
-def _interleaved(fns: dict, repeats: int) -> dict[str, float]:
-    """Median time (ms) of each ``fns[name]() -> seconds``, the calls interleaved round by round (one warm-up round
-    first), so that load from other processes on a shared machine hits every variant alike."""
-    times: dict[str, list[float]] = {name: [] for name in fns}
-    for r in range(repeats + 1):
-        for name, fn in fns.items():
-            t = fn()
-            if r:
-                times[name].append(t)
-    return {name: 1e3 * statistics.median(ts) for name, ts in times.items()}
 
 
 def _backward_seconds(model, x: torch.Tensor, loss_of):
@@ -98,7 +85,7 @@ def _time_lif(t: int, b: int, n: int, drive: float, band: float, repeats: int) -
             return _clock() - t0
 
         fns[name] = once
-    return _finish(row, _interleaved(fns, repeats))
+    return _finish(row, interleaved(fns, repeats))
 
 
 def _time_recurrent(t: int, b: int, h: int, drive: float, band: float, repeats: int) -> dict:
@@ -121,7 +108,7 @@ def _time_recurrent(t: int, b: int, h: int, drive: float, band: float, repeats: 
     w = torch.linspace(0, 1, h)
     fns = {name: _backward_seconds(layer, x, lambda z: (z * w).sum()) for name, layer in
            (("dense", dense), ("sparse", sparse))}
-    return _finish(row, _interleaved(fns, repeats))
+    return _finish(row, interleaved(fns, repeats))
 
 
 def _sequential(*layers):
@@ -164,7 +151,7 @@ def _time_mlp(t: int, b: int, hidden: int, gain: float, band: float, repeats: in
     row["in_band"], row["rate"] = sum(in_band) / 2, sum(rates) / 2
     fns = {name: _backward_seconds(model, x, lambda out: out.amax(0).sum()) for name, model in
            (("dense", dense), ("sparse", net(band)))}
-    return _finish(row, _interleaved(fns, repeats))
+    return _finish(row, interleaved(fns, repeats))
 
 
 def _time_checkpoint(path: str, bands: list[float], repeats: int, batch: int = 64) -> list[dict]:
@@ -217,7 +204,7 @@ def _time_checkpoint(path: str, bands: list[float], repeats: int, batch: int = 6
             row["in_band"], row["rate"] = sum(in_band) / len(in_band), sum(rates) / len(rates)
             fns = {"dense": lambda fuse=fuse: step_seconds(None, fuse),
                    "sparse": lambda band=band, fuse=fuse: step_seconds(band, fuse)}
-            rows.append(_finish(row, _interleaved(fns, repeats)))
+            rows.append(_finish(row, interleaved(fns, repeats)))
     for m in neurons:
         m.set_engine("auto", sparse_backward=None)
     return rows

@@ -6,6 +6,7 @@ import copy
 from pathlib import Path
 
 import pytest
+import torch
 
 TINY = {
     "seed": 3,
@@ -37,3 +38,13 @@ def tiny_config(tmp_path: Path) -> dict:
     cfg = copy.deepcopy(TINY)
     cfg["output"]["dir"] = str(tmp_path / "run")
     return cfg
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Small tensors: one torch thread avoids the thread pool's wake-up cost (large on a busy machine). Use with
+    ``pytestmark = pytest.mark.usefixtures("one_thread")``."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

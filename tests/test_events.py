@@ -11,6 +11,7 @@ from spikeforge.core.checks import SpikeforgeError
 from spikeforge.dynamics import cuba_lif
 from spikeforge.dynamics import cuba_lif_exact as ex
 from spikeforge.dynamics.common import FireSpec
+from spikeforge.kernels import cpu_event
 from spikeforge.nn import EventLIF
 from spikeforge.nn.events import GRADIENTS
 from spikeforge.sim import event
@@ -19,13 +20,7 @@ from spikeforge.sim import eventprop as ep
 F64 = torch.float64
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Small tensors: one thread avoids the thread pool's wake-up cost (large on a busy machine)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _inputs(seed: int, b: int, n_in: int, k: int, span: float = 0.02) -> torch.Tensor:
@@ -323,11 +318,16 @@ def _loss(h, o, c1, c2):
     return (torch.where(torch.isfinite(h), h, 0) * c1).sum() + (torch.where(torch.isfinite(o), o, 0) * c2).sum()
 
 
+@pytest.mark.parametrize("cpp", [True, False], ids=["cpp", "torch"])
 @pytest.mark.parametrize("tau_syn,t_ref,recurrent", [
     (5e-3, 0.0, False), (10e-3, 0.0, False), (3e-3, 1e-3, False), (3e-3, 0.0, True), (10e-3, 1e-3, True)])
-def test_eventprop_matches_finite_differences(tau_syn, t_ref, recurrent):
+def test_eventprop_matches_finite_differences(tau_syn, t_ref, recurrent, cpp, monkeypatch):
     """Two layers, several spikes per neuron, a loss on every spike time: EventProp gradients with respect to
-    the input times and all weights equal central finite differences (float64)."""
+    the input times and all weights equal central finite differences (float64). Feed-forward layers run the C++
+    CPU kernel (``cpp``) or the PyTorch engine; recurrent layers always the latter."""
+    if cpp and not cpu_event.available():
+        pytest.skip("the C++ event kernels cannot be built here")
+    monkeypatch.setattr(cpu_event, "ENABLED", cpp)
     g = torch.Generator().manual_seed(3)
     t = _inputs(3, 2, 4, 2)
     t[0, 1, 1] = math.inf

@@ -15,12 +15,8 @@ force the PyTorch path.
 
 from __future__ import annotations
 
-import hashlib
 import os
-import subprocess
 import sys
-import tempfile
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -42,22 +38,8 @@ _STATE: dict[str, Any] = {"status": None}
 
 
 def _compile() -> Path:
-    """Compile ``csrc/event.cpp`` into the cache (once per source/torch/flags/Python) and return the library."""
-    source = _SOURCE.read_bytes()
-    key = hashlib.sha256(source + torch.__version__.encode() + " ".join(cpu_scan._flags()).encode()
-                         + sys.version.encode()).hexdigest()[:16]
-    out = cpu_scan._cache_dir() / f"spikeforge_event_{key}.so"
-    if out.exists():
-        return out
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=out.parent) as tmp:
-        tmp_out = Path(tmp) / out.name
-        proc = subprocess.run(cpu_scan._compile_command(_SOURCE, tmp_out), capture_output=True, text=True)
-        if proc.returncode != 0:
-            lines = (proc.stderr or proc.stdout).strip().splitlines()
-            raise RuntimeError(lines[-1] if lines else f"compiler exit status {proc.returncode}")
-        os.replace(tmp_out, out)  # atomic: concurrent builds of the same key are harmless
-    return out
+    """Compile ``csrc/event.cpp`` into the kernel cache and return the library path."""
+    return cpu_scan.compile_library(_SOURCE, "spikeforge_event")
 
 
 def build() -> bool:
@@ -65,16 +47,7 @@ def build() -> bool:
 
     A failure is reported once per process by a one-line warning; later calls return False at once.
     """
-    if _STATE["status"] is None:
-        try:
-            torch.ops.load_library(str(_compile()))
-            _STATE["status"] = True
-        except Exception as err:  # any build or load failure means: use the PyTorch engine
-            reason = str(err).strip().splitlines()[-1] if str(err).strip() else type(err).__name__
-            _STATE["status"] = reason
-            warnings.warn(f"spikeforge: C++ event kernels unavailable ({reason}); using the PyTorch event engine.",
-                          RuntimeWarning, stacklevel=3)
-    return _STATE["status"] is True
+    return cpu_scan.load_library(_STATE, lambda: _compile(), "C++ event kernels", "the PyTorch event engine")
 
 
 def available() -> bool:

@@ -23,6 +23,7 @@ import sys
 import sysconfig
 import tempfile
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -79,18 +80,19 @@ def _compile_command(src: Path, out: Path) -> list[str]:
     return [cxx, *_flags(), f"-D_GLIBCXX_USE_CXX11_ABI={abi}", *inc, str(src), "-o", str(out), *link]
 
 
-def _compile() -> Path:
-    """Compile ``csrc/scan.cpp`` into the cache (once per source/torch/flags) and return the library path."""
-    source = _SOURCE.read_bytes()
-    key = hashlib.sha256(source + torch.__version__.encode() + " ".join(_flags()).encode()
+def compile_library(source: Path, stem: str) -> Path:
+    """Compile a C++ source of this package into the kernel cache (once per source, torch, flags and Python) and
+    return the shared library's path; raises with the compiler's last line when it fails."""
+    text = source.read_bytes()
+    key = hashlib.sha256(text + torch.__version__.encode() + " ".join(_flags()).encode()
                          + sys.version.encode()).hexdigest()[:16]
-    out = _cache_dir() / f"spikeforge_scan_{key}.so"
+    out = _cache_dir() / f"{stem}_{key}.so"
     if out.exists():
         return out
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=out.parent) as tmp:
         tmp_out = Path(tmp) / out.name
-        proc = subprocess.run(_compile_command(_SOURCE, tmp_out), capture_output=True, text=True)
+        proc = subprocess.run(_compile_command(source, tmp_out), capture_output=True, text=True)
         if proc.returncode != 0:
             lines = (proc.stderr or proc.stdout).strip().splitlines()
             raise RuntimeError(lines[-1] if lines else f"compiler exit status {proc.returncode}")
@@ -98,21 +100,37 @@ def _compile() -> Path:
     return out
 
 
+def load_library(state: dict[str, Any], compile_fn: Callable[[], Path], what: str, fallback: str) -> bool:
+    """Compile (first use, ``compile_fn() -> library path``) and load a library; True when its ops are usable in
+    this process.
+
+    ``state["status"]`` keeps the outcome: None (not tried), True, or the reason it failed. A failure is reported
+    once per process by a one-line warning (``spikeforge: {what} unavailable (reason); using {fallback}.``); later
+    calls return False at once.
+    """
+    if state["status"] is None:
+        try:
+            torch.ops.load_library(str(compile_fn()))
+            state["status"] = True
+        except Exception as err:  # any build or load failure means: use the fallback
+            reason = str(err).strip().splitlines()[-1] if str(err).strip() else type(err).__name__
+            state["status"] = reason
+            warnings.warn(f"spikeforge: {what} unavailable ({reason}); using {fallback}.", RuntimeWarning,
+                          stacklevel=4)
+    return state["status"] is True
+
+
+def _compile() -> Path:
+    """Compile ``csrc/scan.cpp`` into the cache and return the library path."""
+    return compile_library(_SOURCE, "spikeforge_scan")
+
+
 def build() -> bool:
     """Compile (first use) and load the kernels; True when they are usable in this process.
 
     A failure is reported once per process by a one-line warning; later calls return False at once.
     """
-    if _STATE["status"] is None:
-        try:
-            torch.ops.load_library(str(_compile()))
-            _STATE["status"] = True
-        except Exception as err:  # any build or load failure means: use the reference scan
-            reason = str(err).strip().splitlines()[-1] if str(err).strip() else type(err).__name__
-            _STATE["status"] = reason
-            warnings.warn(f"spikeforge: fused CPU kernels unavailable ({reason}); using the reference scan.",
-                          RuntimeWarning, stacklevel=3)
-    return _STATE["status"] is True
+    return load_library(_STATE, lambda: _compile(), "fused CPU kernels", "the reference scan")
 
 
 def available() -> bool:

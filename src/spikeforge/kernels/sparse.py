@@ -30,12 +30,6 @@ default is 0, i.e. always dense, because cuBLAS is faster than gathering at the 
 
 from __future__ import annotations
 
-import hashlib
-import os
-import subprocess
-import sys
-import tempfile
-import warnings
 import weakref
 from pathlib import Path
 from typing import NamedTuple
@@ -196,29 +190,10 @@ def _bag_sum(indices: Tensor, offsets: Tensor, table: Tensor, weights: Tensor | 
 
 def _native() -> bool:
     """True when the C++ kernels are compiled and loaded (built on first call; a failure warns once)."""
-    if _NATIVE["status"] is None:
-        try:
-            from . import cpu_scan
+    from . import cpu_scan
 
-            source = _CPP.read_bytes()
-            key = hashlib.sha256(source + torch.__version__.encode() + sys.version.encode()).hexdigest()[:16]
-            out = cpu_scan._cache_dir() / f"spikeforge_sparse_{key}.so"
-            if not out.exists():
-                out.parent.mkdir(parents=True, exist_ok=True)
-                with tempfile.TemporaryDirectory(dir=out.parent) as tmp:
-                    tmp_out = Path(tmp) / out.name
-                    proc = subprocess.run(cpu_scan._compile_command(_CPP, tmp_out), capture_output=True, text=True)
-                    if proc.returncode != 0:
-                        lines = (proc.stderr or proc.stdout).strip().splitlines()
-                        raise RuntimeError(lines[-1] if lines else f"compiler exit status {proc.returncode}")
-                    os.replace(tmp_out, out)
-            torch.ops.load_library(str(out))
-            _NATIVE["status"] = True
-        except Exception as err:  # no compiler, no cache dir, ...: the embedding_bag path still works
-            _NATIVE["status"] = str(err).strip().splitlines()[-1] if str(err).strip() else type(err).__name__
-            warnings.warn(f"spikeforge: sparse C++ kernels unavailable ({_NATIVE['status']}); using embedding_bag.",
-                          RuntimeWarning, stacklevel=3)
-    return _NATIVE["status"] is True
+    return cpu_scan.load_library(_NATIVE, lambda: cpu_scan.compile_library(_CPP, "spikeforge_sparse"),
+                                 "sparse C++ kernels", "embedding_bag")
 
 
 def _use_native(t: Tensor, inputs: int) -> bool:
