@@ -6,7 +6,7 @@ the PyTorch reference engine and with the C++ kernels, on one thread: the CPU ti
 
 * MNIST (``configs/mnist-eventprop.yaml``): batch 64, 784 latency-coded pixels (real MNIST training images when
   the data set is found, else random latencies with ~150 spikes per sample), 350 hidden neurons, 3 spikes each;
-* Yin-Yang (``configs/yinyang-eventprop.yaml``): batch 150, 5 inputs, 120 hidden neurons, 2 spikes each.
+* Yin-Yang (``configs/yinyang-eventprop.yaml``): batch 150, 5 inputs, 500 hidden neurons (120 before), 2 spikes each.
 
 Part 2 profiles one whole MNIST EventProp training step (encoding, event layer, ``EventLI`` read-out, loss,
 backward, Adam) with the C++ kernels and reports each part's share of the step.
