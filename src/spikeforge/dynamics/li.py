@@ -81,33 +81,30 @@ def run(p: LIParams, s: LIState, x: Tensor, *, chunk: int = CHUNK) -> tuple[Tens
     k = torch.arange(c, device=x.device, dtype=x.dtype)
     lag = k.unsqueeze(1) - k.unsqueeze(0)  # [C, C]: t - s
     below = lag >= 0
-    outs = []
     if alpha.dim() == 0:  # one decay: [C, C] @ [C, B * n]
         decay_mat = torch.where(below, alpha ** lag.clamp(min=0), torch.zeros_like(lag))
-        carry = alpha ** (k + 1)  # [C]
-        for start in range(0, t_all, c):
-            yc = y[start:start + c]
-            n = yc.shape[0]
-            cur = (decay_mat[:n, :n] @ yc.reshape(n, -1)).reshape(yc.shape)
-            u = cur + carry[:n].reshape(n, *([1] * (yc.dim() - 1))) * u
-            outs.append(u)
-            u = u[-1]
-    else:  # per-neuron decay: a batched [C, C] @ [C, B] per neuron
+        carry = (alpha ** (k + 1)).reshape(c, *([1] * (x.dim() - 1)))  # [C, 1, ...]
+
+        def mix(yc: Tensor, n: int) -> Tensor:
+            return (decay_mat[:n, :n] @ yc.reshape(n, -1)).reshape(yc.shape)
+    else:  # per-neuron decay (the same for every sample): a batched [C, C] @ [C, B] per neuron
         shape = torch.broadcast_shapes(alpha.shape, y.shape[1:])
-        width = shape[1:]  # neuron dims (alpha broadcast over the batch)
-        a = alpha.expand(shape)[0].reshape(-1) if len(shape) > 1 else alpha.expand(shape).reshape(-1)
+        a = alpha.expand(shape)[0].reshape(-1)  # [N]
         pw = a.unsqueeze(0) ** lag.clamp(min=0).unsqueeze(-1)  # [C, C, N]
         decay_mat = torch.where(below.unsqueeze(-1), pw, torch.zeros_like(pw)).permute(2, 0, 1)  # [N, C, C]
-        carry = (a.unsqueeze(0) ** (k + 1).unsqueeze(-1)).reshape(c, 1, *width)  # [C, 1, *size]
-        y = y.expand(t_all, *shape)
-        u = u.expand(shape)
-        for start in range(0, t_all, c):
-            yc = y[start:start + c]
-            n = yc.shape[0]
+        carry = (a.unsqueeze(0) ** (k + 1).unsqueeze(-1)).reshape(c, 1, *shape[1:])  # [C, 1, *size]
+        y, u = y.expand(t_all, *shape), u.expand(shape)
+
+        def mix(yc: Tensor, n: int) -> Tensor:
             flat = yc.reshape(n, shape[0], -1).permute(2, 0, 1)  # [N, C, B]
-            cur = torch.bmm(decay_mat[:, :n, :n], flat).permute(1, 2, 0).reshape(n, *shape)
-            u = cur + carry[:n] * u
-            outs.append(u)
-            u = u[-1]
+            return torch.bmm(decay_mat[:, :n, :n], flat).permute(1, 2, 0).reshape(n, *shape)
+
+    outs = []
+    for start in range(0, t_all, c):
+        yc = y[start:start + c]
+        n = yc.shape[0]
+        u = mix(yc, n) + carry[:n] * u
+        outs.append(u)
+        u = u[-1]
     v = torch.cat(outs) + v_leak
     return v, LIState(v[-1])

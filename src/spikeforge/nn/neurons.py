@@ -76,10 +76,10 @@ class Neuron(SNNModule):
             raise SpikeforgeError(f"engine must be one of {ENGINES}, got {engine!r}.")
         band = check_band(sparse_backward)
         # a layer without a fused kernel may still pick "reference" over its closed form (model.run), if any
-        closed = getattr(self.model, "run", None) is not None and engine == "reference"
-        if (engine != "auto" and not closed) or band is not None:
+        has_closed = getattr(self.model, "run", None) is not None
+        if (engine != "auto" and not (has_closed and engine == "reference")) or band is not None:
             if self.kernel is None:
-                allowed = "'auto' or 'reference'" if getattr(self.model, "run", None) is not None else "'auto'"
+                allowed = "'auto' or 'reference'" if has_closed else "'auto'"
                 raise SpikeforgeError(
                     f"{type(self).__name__} has no fused kernel: use engine={allowed} and sparse_backward=None."
                 )
