@@ -105,3 +105,50 @@ def test_compact_band_scan_donated_buffer_and_kept_graph():
     for a, b, p in zip(grads[0], grads[1], net.parameters(), strict=True):
         assert torch.equal(a, b) and torch.equal(a, p.grad)
     assert float(grads[0][0].abs().max()) > 0
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_linear_takes_the_band_positions_as_the_nonzeros_of_its_gradient(dtype, monkeypatch):
+    """The Linear before a compact sparse-backward scan forms its gradients from the scan's in-band positions (no
+    search of the dense gradient): that CSR holds every non-zero of the gradient it receives, and the network's
+    gradients are those of the searched non-zeros (bit for bit)."""
+    import inspect
+
+    from spikeforge.kernels import cpu_scan
+    from spikeforge.kernels import sparse as sp
+
+    if not cpu_scan.available() or not sp._native():
+        pytest.skip("the C++ kernels could not be built here")
+    kw = {"fuse": False} if "fuse" in inspect.signature(Sequential).parameters else {}
+
+    def run(use_band: bool):
+        torch.manual_seed(5)
+        net = Sequential(Linear(30, 700), LIF(5e-3, v_th=0.5, sparse_backward=0.1), Linear(700, 5), **kw).to(dtype)
+        with torch.no_grad():
+            net[0].weight.mul_(4.0)
+        x = spikes(20, 3, 30, density=0.05, dtype=dtype)  # sparse: the Linear's own backward (kernels.sparse)
+        seen = []
+        real = sp._band_nonzeros
+
+        def spy(grad):
+            nz = real(grad) if use_band else None
+            if nz is not None:
+                seen.append((grad.clone(), nz))
+            return nz
+
+        monkeypatch.setattr(sp, "_band_nonzeros", spy)
+        out, _ = net(x)
+        out.square().sum().backward()
+        return [p.grad for p in net.parameters()], seen
+
+    grads, seen = run(True)
+    searched, none = run(False)
+    assert len(seen) == 1 and not none
+    grad, (rowptr, cols, vals) = seen[0]
+    rows = torch.repeat_interleave(torch.arange(grad.shape[0]), rowptr.diff())
+    rebuilt = torch.zeros_like(grad)
+    rebuilt[rows, cols.long()] = vals
+    assert torch.equal(rebuilt, grad) and 0 < vals.numel() < 0.2 * grad.numel()
+    for a, b in zip(grads, searched, strict=True):
+        assert torch.equal(a, b)
+    assert float(grads[0].abs().max()) > 0

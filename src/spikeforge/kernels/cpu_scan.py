@@ -33,6 +33,7 @@ from torch import Tensor
 from ..core.checks import SpikeforgeError
 from ..dynamics import adaptive_lif, cuba_lif, if_neuron, lif
 from ..dynamics.common import FireSpec
+from .sparse import note_band_gradient
 
 __all__ = ["MODELS", "SURROGATE_CODES", "available", "build", "fused_recurrent", "fused_scan"]
 
@@ -303,6 +304,7 @@ class _BandScanFunction(torch.autograd.Function):
             out = buf if buf is not None and not _keep_graph() else z.new_empty(0)
             gx = torch.ops.spikeforge_scan.scan_bwd_band(gz, pos, vhb, offsets, z, table, gv, out, s.code, s.reset,
                                                          s.detach, s.surr, s.scale)
+            note_band_gradient(gx, pos)  # the Linear before takes its non-zeros from pos (no search of gx)
         else:
             no_ref = torch.empty(0, dtype=torch.int32)
             gx = torch.ops.spikeforge_scan.scan_bwd(gz, vh, z, table, no_ref, gv, torch.zeros_like(gv), s.code,
@@ -313,6 +315,12 @@ class _BandScanFunction(torch.autograd.Function):
 def _band_path(setup: _Setup, ref: Tensor) -> bool:
     """Whether the compact sparse-backward scan covers the call: IF or LIF, a band, no refractoriness."""
     return BAND_SCAN and setup.band > 0 and setup.code in (0, 1) and ref.numel() == 0
+
+
+def compact_band(model: str, spec: FireSpec, sparse_backward: float | None) -> bool:
+    """Whether a layer runs the compact sparse-backward scan (:class:`_BandScanFunction`: IF or LIF, a band, no
+    refractoriness), whose backward hands the ``Linear`` before it the positions of its gradient's non-zeros."""
+    return BAND_SCAN and sparse_backward is not None and model in ("if", "lif") and spec.refractory == 0
 
 
 #: the compact sparse-backward scan for IF/LIF layers without refractoriness (:class:`_BandScanFunction`); False:

@@ -274,20 +274,53 @@ def grad_nonzeros(grad: Tensor, max_density: float = IGRAD_DENSITY) -> tuple[Ten
 _LAST_NZ: list = [(None, -1, None)]
 
 
+# The input gradient last returned by a compact sparse-backward scan (cpu_scan._BandScanFunction): (the tensor, its
+# version, the sorted flat positions of its in-band entries, the only ones that can be non-zero). The Linear layer
+# before the neuron layer receives this gradient (as a view of another shape) and takes its non-zeros from these
+# positions instead of searching the whole tensor. Held strongly (the Python object of a gradient dies as soon as
+# the backward function returns it; only its memory flows on), so no other tensor can take its memory while noted;
+# dropped once used and at the end of the backward pass.
+_BAND_GRAD: list = [(None, -1, None)]
+
+
+def note_band_gradient(grad: Tensor, positions: Tensor) -> None:
+    """Record, during a backward pass, that ``grad`` (contiguous) is zero outside the sorted flat ``positions``
+    (int64), for the backward of the layer that receives it (:func:`_grad_nonzeros`)."""
+    _BAND_GRAD[0] = (grad, grad._version, positions)
+    torch.autograd.Variable._execution_engine.queue_callback(_forget_band)
+
+
+def _forget_band() -> None:
+    _BAND_GRAD[0] = (None, -1, None)
+
+
+def _band_nonzeros(grad: Tensor) -> tuple[Tensor, Tensor, Tensor] | None:
+    """CSR of a 2-D ``grad`` laid over the memory of the gradient noted by :func:`note_band_gradient` (the same
+    start, size, dtype and version: a view of it, or itself), from the noted positions; else None."""
+    noted, version, pos = _BAND_GRAD[0]
+    if (noted is None or grad.dim() != 2 or not grad.is_contiguous() or grad.data_ptr() != noted.data_ptr()
+            or grad.numel() != noted.numel() or grad._version != version or grad.dtype != noted.dtype):
+        return None
+    return tuple(torch.ops.spikeforge_scan.band_csr(pos, grad, grad.shape[1]))
+
+
 def _grad_nonzeros(grad: Tensor, *, search: bool = True) -> tuple[Tensor, Tensor, Tensor] | None:
     ref, version, nz = _LAST_NZ[0]
     if ref is not None and ref() is grad and version == grad._version:
         return nz
     if not search:
         return None
-    dense_ok = grad.dim() == 2 and grad.shape[1] <= NARROW_OUT
-    nz = grad_nonzeros(grad, 1.0 if dense_ok else IGRAD_DENSITY) if grad.is_contiguous() else None
+    nz = _band_nonzeros(grad)
+    if nz is None:
+        dense_ok = grad.dim() == 2 and grad.shape[1] <= NARROW_OUT
+        nz = grad_nonzeros(grad, 1.0 if dense_ok else IGRAD_DENSITY) if grad.is_contiguous() else None
     _LAST_NZ[0] = (weakref.ref(grad), grad._version, nz)
     return nz
 
 
 def _forget_nonzeros() -> None:
     _LAST_NZ[0] = (None, -1, None)
+    _forget_band()
 
 
 class _SparseLinear(torch.autograd.Function):

@@ -604,9 +604,11 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> scan_fwd_band(const a
 // the one w.r.t. the initial membrane. Returns gx [T, N], zero outside the band.
 // out: a [T, N] buffer the caller owns and no longer needs (e.g. the donated input of the forward) to receive gx, or
 // an empty tensor (a new one is allocated: at first touch its pages cost the kernel's zeroing besides ours).
-at::Tensor scan_bwd_band(const at::Tensor& gz, const at::Tensor& pos, const at::Tensor& vhb,
-                         const at::Tensor& offsets, const at::Tensor& z, const at::Tensor& p, at::Tensor gv,
-                         at::Tensor out, int64_t model, int64_t reset, bool detach, int64_t surr, double scale) {
+// vals: true: return the gradient of the in-band entries only, [nnz] in the order of pos (no [T, N] tensor at all:
+// for a caller that forms the Linear layer's gradients from them, kernels/fused_linear.py), and out is unused.
+at::Tensor bwd_band_impl(const at::Tensor& gz, const at::Tensor& pos, const at::Tensor& vhb, const at::Tensor& offsets,
+                         const at::Tensor& z, const at::Tensor& p, at::Tensor gv, at::Tensor out, int64_t model,
+                         int64_t reset, bool detach, int64_t surr, double scale, bool vals) {
   TORCH_CHECK(gz.device().is_cpu() && gz.dim() == 2, "spikeforge scan: gz must be a [T, N] CPU tensor");
   check_cpu(pos, "pos");
   check_cpu(vhb, "vhb");
@@ -616,11 +618,11 @@ at::Tensor scan_bwd_band(const at::Tensor& gz, const at::Tensor& pos, const at::
   TORCH_CHECK(model == IF || model == LIF, "scan_bwd_band: IF or LIF only");
   const int64_t T = z.size(0), N = z.size(1), nb = (N + kBlock - 1) / kBlock;
   TORCH_CHECK(offsets.numel() == T * nb + 1 && gz.size(0) == T && gz.size(1) == N, "scan_bwd_band: shapes");
-  if (out.numel() > 0) {
+  if (!vals && out.numel() > 0) {
     check_cpu(out, "out");
     TORCH_CHECK(out.sizes() == z.sizes() && out.scalar_type() == z.scalar_type(), "scan_bwd_band: out must be like z");
   }
-  auto gx = out.numel() > 0 ? out : at::empty({T, N}, z.options());
+  auto gx = vals ? at::empty({pos.numel()}, z.options()) : out.numel() > 0 ? out : at::empty({T, N}, z.options());
   const int64_t gst = gz.stride(0), gsn = gz.stride(1);
   BCfg c{model, reset, 0, surr, detach, scale, 0.0};
   AT_DISPATCH_FLOATING_TYPES(z.scalar_type(), "spikeforge_scan_bwd_band", [&] {
@@ -629,7 +631,6 @@ at::Tensor scan_bwd_band(const at::Tensor& gz, const at::Tensor& pos, const at::
     const int64_t* po = pos.data_ptr<int64_t>();
     const S* hp = vhb.data_ptr<S>();
     const int64_t* off = offsets.data_ptr<int64_t>();
-    const S* zp = z.data_ptr<S>();
     const S* pp = p.data_ptr<S>();
     S* gvp = gv.data_ptr<S>();
     S* gxp = gx.data_ptr<S>();
@@ -640,15 +641,18 @@ at::Tensor scan_bwd_band(const at::Tensor& gz, const at::Tensor& pos, const at::
           const int64_t jb = b * kBlock, je = std::min(N, jb + kBlock);
           std::fill(last.begin(), last.end(), T);  // T: the final state, whose gradient gv holds
           for (int64_t t = T - 1; t >= 0; --t) {
-            std::fill(gxp + t * N + jb, gxp + t * N + je, S(0));  // zero-filled here, while the block is in cache
+            if (!vals) std::fill(gxp + t * N + jb, gxp + t * N + je, S(0));  // zeroed while the block is in cache
             for (int64_t k = off[t * nb + b]; k < off[t * nb + b + 1]; ++k) {
               const int64_t q = po[k], j = q - t * N;
               S g = last[j - jb] == t + 1 ? gvp[j] : S(0);
               S ga = 0;
-              const S h = hp[k];
-              const S sg = surrogate_d<S>(c.surr, h - pp[3 * N + j], S(c.scale));
-              gxp[q] = step_bwd<S, m(), r(), false>(detach, pp, N, j, h, zp[q], true, sg, gzp[t * gst + j * gsn], g,
-                                                    ga);
+              const S h = hp[k], d = h - pp[3 * N + j];
+              const S sg = surrogate_d<S>(c.surr, d, S(c.scale));
+              // the spike is the forward's own test on the kept membrane (no refractoriness here): no read of z,
+              // whose entries at these scattered positions are mostly out of cache by now
+              const S zq = d > S(0) ? S(1) : S(0);
+              gxp[vals ? k : q] = step_bwd<S, m(), r(), false>(detach, pp, N, j, h, zq, true, sg,
+                                                               gzp[t * gst + j * gsn], g, ga);
               gvp[j] = g;
               last[j - jb] = t;
             }
@@ -660,6 +664,54 @@ at::Tensor scan_bwd_band(const at::Tensor& gz, const at::Tensor& pos, const at::
     });
   });
   return gx;
+}
+
+at::Tensor scan_bwd_band(const at::Tensor& gz, const at::Tensor& pos, const at::Tensor& vhb,
+                         const at::Tensor& offsets, const at::Tensor& z, const at::Tensor& p, at::Tensor gv,
+                         at::Tensor out, int64_t model, int64_t reset, bool detach, int64_t surr, double scale) {
+  return bwd_band_impl(gz, pos, vhb, offsets, z, p, gv, out, model, reset, detach, surr, scale, false);
+}
+
+at::Tensor scan_bwd_band_vals(const at::Tensor& gz, const at::Tensor& pos, const at::Tensor& vhb,
+                              const at::Tensor& offsets, const at::Tensor& z, const at::Tensor& p, at::Tensor gv,
+                              int64_t model, int64_t reset, bool detach, int64_t surr, double scale) {
+  return bwd_band_impl(gz, pos, vhb, offsets, z, p, gv, at::Tensor(), model, reset, detach, surr, scale, true);
+}
+
+// The rows of in-band entries laid over a [R, width] matrix (CSR without values): rowptr [R + 1] int64 and cols int32,
+// from their sorted flat positions pos (t * N + j = row * width + col when N is a multiple of width). One pass over
+// pos, rows advanced by comparison (no division per entry).
+std::tuple<at::Tensor, at::Tensor> band_rows(const at::Tensor& pos, int64_t width, int64_t R) {
+  check_cpu(pos, "pos");
+  TORCH_CHECK(width > 0 && R >= 0, "band_rows: width must be > 0 and rows >= 0");
+  const int64_t nnz = pos.numel();
+  auto rowptr = at::empty({R + 1}, pos.options());
+  auto cols = at::empty({nnz}, pos.options().dtype(at::kInt));
+  const int64_t* po = pos.data_ptr<int64_t>();
+  int64_t* rp = rowptr.data_ptr<int64_t>();
+  int32_t* cp = cols.data_ptr<int32_t>();
+  int64_t r = 0, start = 0;
+  rp[0] = 0;
+  for (int64_t k = 0; k < nnz; ++k) {
+    const int64_t q = po[k];
+    TORCH_CHECK(q >= start && q < R * width, "band_rows: positions must be sorted and inside the matrix");
+    while (q >= start + width) {
+      rp[++r] = k;
+      start += width;
+    }
+    cp[k] = int32_t(q - start);
+  }
+  while (r < R) rp[++r] = nnz;
+  return {rowptr, cols};
+}
+
+// The same with the values gx[pos] of a compact backward's input gradient gx (the unfused path: the Linear layer
+// before the neuron layer forms its gradients from these instead of searching gx for its non-zeros).
+std::tuple<at::Tensor, at::Tensor, at::Tensor> band_csr(const at::Tensor& pos, const at::Tensor& gx, int64_t width) {
+  check_cpu(gx, "gx");
+  TORCH_CHECK(width > 0 && gx.numel() % width == 0, "band_csr: gx's size must be a multiple of width");
+  auto [rowptr, cols] = band_rows(pos, width, gx.numel() / width);
+  return {rowptr, cols, gx.reshape({-1}).index_select(0, pos)};
 }
 
 // Recurrent layer: x_t = x_ff[t] + z_{t-1} @ w^T. x_ff [T, B, H]; wt = w^T contiguous [H, H]; z0 [B, H];
@@ -893,6 +945,10 @@ TORCH_LIBRARY(spikeforge_scan, m) {
   m.def("rec_fwd(Tensor x_ff, Tensor wt, Tensor z0, Tensor p, Tensor(a!) v, Tensor(b!) aux, Tensor(c!) ref,"
         " int model, int reset, int refr, bool save) -> (Tensor, Tensor)");
   m.def("rec_wgrad(Tensor gx, Tensor z, Tensor z0) -> Tensor");
+  m.def("band_csr(Tensor pos, Tensor gx, int width) -> (Tensor, Tensor, Tensor)");
+  m.def("band_rows(Tensor pos, int width, int rows) -> (Tensor, Tensor)");
+  m.def("scan_bwd_band_vals(Tensor gz, Tensor pos, Tensor vhb, Tensor offsets, Tensor z, Tensor p, Tensor(a!) gv,"
+        " int model, int reset, bool detach, int surr, float scale) -> Tensor");
   m.def("scan_fwd_band(Tensor x, Tensor p, Tensor(a!) v, Tensor(b!) aux, int model, int reset, float band,"
         " float max_fraction) -> (Tensor, Tensor, Tensor, Tensor)");
   m.def("scan_bwd_band(Tensor gz, Tensor pos, Tensor vhb, Tensor offsets, Tensor z, Tensor p, Tensor(a!) gv,"
@@ -911,4 +967,7 @@ TORCH_LIBRARY_IMPL(spikeforge_scan, CPU, m) {
   m.impl("rec_wgrad", &rec_wgrad);
   m.impl("scan_fwd_band", &scan_fwd_band);
   m.impl("scan_bwd_band", &scan_bwd_band);
+  m.impl("band_csr", &band_csr);
+  m.impl("band_rows", &band_rows);
+  m.impl("scan_bwd_band_vals", &scan_bwd_band_vals);
 }
