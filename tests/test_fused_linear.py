@@ -252,11 +252,16 @@ def test_weighted_sparse_input(blocks):
 
 
 def test_policy():
-    """``fuse="auto"`` fuses a Linear on sparse binary spikes followed by a fused-capable neuron layer; a dense
-    input, ``fuse=False``, hooks, the reference engine or learned neuron parameters run unfused; ``fuse=True`` also
-    fuses a dense input (dense product per chunk)."""
+    """``fuse="auto"`` fuses a Linear on sparse binary spikes followed by a fused-capable neuron layer over more
+    than one chunk; one chunk, a compact sparse-backward scan, a dense input, ``fuse=False``, hooks, the reference
+    engine or learned neuron parameters run unfused; ``fuse=True`` also fuses a dense input (dense product per
+    chunk)."""
     sparse_x, dense_x = _spikes(20, 2, 20, dtype=F32), torch.rand(20, 2, 20)
-    net = _net("lif", fuse="auto", dtype=F32)
+    assert not _ran_fused(_net("lif", fuse="auto", dtype=F32)(sparse_x)[0])  # one chunk (1024 samples or more)
+    # the compact sparse-backward scan (LIF with a band, no refractoriness) runs unfused; with refractoriness fused
+    assert not _ran_fused(_net("lif", fuse="auto", chunk=5, sparse_backward=0.3, dtype=F32)(sparse_x)[0])
+    assert _ran_fused(_net("lif", fuse="auto", chunk=5, sparse_backward=0.3, refractory=2e-3, dtype=F32)(sparse_x)[0])
+    net = _net("lif", fuse="auto", chunk=5, dtype=F32)
     assert _ran_fused(net(sparse_x)[0])
     assert not _ran_fused(net(dense_x)[0])
     net.set_fuse(False)
@@ -266,7 +271,7 @@ def test_policy():
     assert _ran_fused(out)
     plain = _net("lif", fuse=False, dtype=F32)(dense_x)[0]
     assert (out != plain).float().mean() < 0.01  # the dense product per chunk may round differently
-    net.set_fuse("auto")
+    net.set_fuse("auto", chunk_steps=5)
     with torch.no_grad():  # inference: unfused under "auto"
         calls = []
         real = fused_linear.fused_linear_scan
@@ -371,3 +376,81 @@ def test_saved_memory_is_a_fraction_of_unfused():
     assert saved_p >= 2 * per_step_value
     weights = (n_in + 1) * n_out * 4
     assert saved_f - weights < 0.5 * per_step_value < saved_p / 4
+
+
+@pytest.mark.parametrize("band", [None, 0.3])
+def test_layer_outputs_as_forward_runs_them(band):
+    """``layer_outputs(x, every=False)`` (what the trainer calls) runs the layers as ``forward`` does: the same
+    output and gradients as ``forward``, every neuron layer's output equal to ``layer_outputs(x)``'s, and None for
+    a ``Linear`` whose current is never held (fused with its LIF layer, or, with sparse backward, donated to it)."""
+    from spikeforge.nn import LI
+
+    def run(mode):
+        torch.manual_seed(2)
+        net = Sequential(Linear(40, 64), LIF(5e-3, v_th=0.5, sparse_backward=band), Linear(64, 10), LI())
+        with torch.no_grad():
+            net[0].weight.mul_(4.0)
+        x = (torch.rand(12, 3, 40, generator=torch.Generator().manual_seed(3)) < 0.1).float()
+        if mode == "forward":
+            out, _ = net(x)
+            outs = None
+        else:
+            out, _, outs = net.layer_outputs(x, every=mode == "every")
+        out.square().sum().backward()
+        return out.detach(), outs, [p.grad for p in net.parameters()]
+
+    out_f, _, grads_f = run("forward")
+    out_k, outs_k, grads_k = run("kept")
+    out_e, outs_e, grads_e = run("every")
+    assert torch.equal(out_k, out_f) and len(outs_k) == 4 and outs_k[0] is None
+    assert all(torch.equal(outs_k[i].detach(), outs_e[i].detach()) for i in (1, 3))  # the neuron layers'
+    assert outs_k[2] is None or torch.equal(outs_k[2].detach(), outs_e[2].detach())  # donated to LI, or held
+    assert float(outs_k[1].detach().sum()) > 0
+    for a, b, c in zip(grads_k, grads_f, grads_e, strict=True):
+        assert torch.equal(a, b) and torch.allclose(a, c, rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize("dtype", [F32, F64])
+@pytest.mark.parametrize("compact_max", [0.1, 0.0])  # 0.0: every block crowded, the dense layout
+def test_linear_band_scan_equals_the_unfused_layers(dtype, compact_max, monkeypatch):
+    """Under ``fuse="auto"`` a ``Linear`` on sparse spikes and a LIF layer with sparse backward run as one function
+    (``fused_linear.linear_band_scan``) whose backward forms the Linear's gradients from the in-band values alone:
+    spikes, output and final state identical to the unfused layers, every gradient (weights, biases, the input of
+    the second Linear, the initial state) equal within 1e-6 relative (1e-12 in float64), in a two-hidden-layer
+    network, also when every block is crowded (the dense layout)."""
+    from test_sparse import _rel
+
+    from spikeforge.nn import LI
+
+    if not sp._native():
+        pytest.skip("sparse C++ kernels could not be built here")
+    monkeypatch.setattr(cpu_scan, "BAND_SCAN_MAX", compact_max)
+    x = _spikes(14, 3, 40, density=0.1, dtype=dtype)
+
+    def run(fuse):
+        torch.manual_seed(4)
+        net = Sequential(Linear(40, 300), LIF(5e-3, v_th=0.5, sparse_backward=0.2), Linear(300, 200),
+                         LIF(5e-3, v_th=0.5, sparse_backward=0.2), Linear(200, 10), LI(), fuse=fuse).to(dtype)
+        with torch.no_grad():
+            net[0].weight.mul_(5.0)
+            net[2].weight.mul_(5.0)
+        s0 = net[1].init_state(torch.zeros(3, 300, dtype=dtype))
+        s0 = s0._replace(v=torch.full((3, 300), 0.1, dtype=dtype, requires_grad=True))
+        calls = []
+        real = fused_linear._LinearBandScan.apply
+        monkeypatch.setattr(fused_linear._LinearBandScan, "apply", lambda *a: calls.append(1) or real(*a))
+        out, state = net(x, (None, s0, None, None, None, None))
+        out.square().sum().backward()
+        monkeypatch.setattr(fused_linear._LinearBandScan, "apply", real)
+        return out.detach(), state, [p.grad for p in net.parameters()] + [s0.v.grad], len(calls)
+
+    out_f, state_f, grads_f, calls = run("auto")
+    out_u, state_u, grads_u, none = run(False)
+    assert calls == 2 and none == 0  # both Linear -> LIF pairs fused under "auto", none with fuse=False
+    assert torch.equal(out_f, out_u)
+    for i in (1, 3):
+        assert torch.equal(state_f[i].v.detach(), state_u[i].v.detach())
+    tol = 1e-12 if dtype == F64 else 1e-6
+    for a, b in zip(grads_f, grads_u, strict=True):
+        assert _rel(a, b) < tol
+    assert float(grads_f[0].abs().max()) > 0 and float(grads_f[-1].abs().max()) > 0

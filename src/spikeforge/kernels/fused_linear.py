@@ -48,11 +48,11 @@ from torch import Tensor
 
 from ..dynamics.common import FireSpec
 from . import cpu_scan
-from .cpu_scan import _final_state, _flat_ref, _grads_or_zeros, _prepare, _Setup, _wants_grad
-from .sparse import SparseInput, _bias_grad, _forget_nonzeros, _forward, _input_grad, _weight_grad
+from .cpu_scan import _final_state, _flat_ref, _grads_or_zeros, _keep_graph, _prepare, _Setup, _wants_grad
+from .sparse import SparseInput, _bias_grad, _forget_nonzeros, _forward, _input_grad, _use_native, _weight_grad
 
 __all__ = ["AUTO_MAX_ACTIVE", "BLOCK_COLS", "CHUNKS", "MIN_CHUNK_ROWS", "chunk_steps", "column_blocks",
-           "fused_linear_scan"]
+           "fused_linear_scan", "linear_band_scan"]
 
 #: chunks a sequence is cut into by default: the chunk buffers (the chunk's current and spikes, and the gradient
 #: of the spikes in backward) then add an eighth of the output or so to memory.
@@ -304,6 +304,16 @@ def _backward(ctx, gz: Tensor | None, gv: Tensor | None, gaux: Tensor | None) ->
     return gx, gw, gb, gv, (gaux if s.aux_name else None), None, None, None, None
 
 
+def _covered(x: Tensor, weight: Tensor, bias: Tensor | None, spec: FireSpec) -> bool:
+    """Whether ``x [T, B, in]``, ``weight [out, in]`` and ``bias`` fit a fused CPU call (one dtype, one spike per
+    step)."""
+    if x.dim() != 3 or weight.dim() != 2 or x.shape[2] != weight.shape[1] or x.device.type != "cpu":
+        return False
+    if x.dtype != weight.dtype or weight.device != x.device or getattr(spec, "max_spikes", 1) != 1:
+        return False
+    return bias is None or (bias.dtype == x.dtype and bias.device == x.device)
+
+
 def fused_linear_scan(model: str, spec: FireSpec, params: NamedTuple, state: NamedTuple, x: Tensor, weight: Tensor,
                       bias: Tensor | None, *, active: SparseInput | None, sparse_backward: float | None = None,
                       chunk: int | None = None) -> tuple[Tensor, NamedTuple] | None:
@@ -328,11 +338,7 @@ def fused_linear_scan(model: str, spec: FireSpec, params: NamedTuple, state: Nam
     Shape:
         x ``[T, B, in]``, weight ``[out, in]`` -> spikes ``[T, B, out]``.
     """
-    if x.dim() != 3 or weight.dim() != 2 or x.shape[2] != weight.shape[1] or x.device.type != "cpu":
-        return None
-    if x.dtype != weight.dtype or weight.device != x.device or getattr(spec, "max_spikes", 1) != 1:
-        return None
-    if bias is not None and (bias.dtype != x.dtype or bias.device != x.device):
+    if not _covered(x, weight, bias, spec):
         return None
     steps, batch, n_in = x.shape
     n_out = weight.shape[0]
@@ -362,3 +368,109 @@ def fused_linear_scan(model: str, spec: FireSpec, params: NamedTuple, state: Nam
         z, _ = _run_forward(plan, x2 if active is None else None, weight, bias, table, setup, v, aux, ref_out,
                             keep=False)
     return z.view(steps, batch, n_out), _final_state(setup, v, aux, ref_out, state, (batch, n_out))
+
+
+# ---- Linear -> compact sparse-backward scan ------------------------------------------------------------------------
+
+class _LinearBandScan(torch.autograd.Function):
+    """``Linear`` on sparse input followed by an IF or LIF layer under sparse backward that takes the compact scan
+    (:class:`cpu_scan._BandScanFunction`: only the in-band neuron-steps are kept). Unfused, the scan's backward
+    zero-fills a dense ``[T, B, out]`` gradient of the current and the ``Linear`` reads its non-zeros back from the
+    in-band positions; here the backward computes only the in-band values (C++ ``scan_bwd_band_vals``), lays them
+    over the rows of the current (``band_rows``) and forms the ``Linear``'s input, weight and bias gradients from
+    them (``csr_igrad``, ``csr_wgrad_outer``, ``csr_colsum``): no tensor of the current's size in the backward, and
+    none kept from the forward. When a block of neurons is crowded (more than ``cpu_scan.BAND_SCAN_MAX`` of its
+    steps in the band) it runs the dense layout, as the unfused path does. Results equal the unfused path."""
+
+    @staticmethod
+    def forward(ctx, x2, weight, bias, v0, table, setup, active):  # type: ignore[override]
+        cur = _forward(active, weight, bias)  # [T * B, out]: the current, a temporary
+        xf = cur.view(-1, v0.numel())  # [T, N]
+        v = v0.clone()
+        z, pos, vhb, offsets = torch.ops.spikeforge_scan.scan_fwd_band(xf, table, v, v0.new_zeros(v0.shape),
+                                                                       setup.code, setup.reset, setup.band,
+                                                                       cpu_scan.BAND_SCAN_MAX)
+        ctx.setup, ctx.active, ctx.has_bias = setup, active, bias is not None
+        ctx.compact = offsets.numel() > 0
+        if ctx.compact:
+            ctx.save_for_backward(weight, table, z, pos, vhb, offsets)
+            return z, v
+        v = v0.clone()  # crowded: the dense layout from the initial state, the membrane saved over the current
+        z = torch.ops.spikeforge_scan.scan_fwd_into(xf, table, v, v0.new_zeros(v0.shape),
+                                                    torch.empty(0, dtype=torch.int32), setup.code, setup.reset, 0)
+        ctx.save_for_backward(weight, table, z, xf)
+        return z, v
+
+    @staticmethod
+    def backward(ctx, gz, gv):  # type: ignore[override]
+        s, active = ctx.setup, ctx.active
+        weight, table, z, *rest = ctx.saved_tensors
+        gz = z.new_zeros(()).expand(z.shape) if gz is None else gz
+        gv = _grads_or_zeros(gv, z[0])
+        need_x, need_w, need_b = ctx.needs_input_grad[:3]
+        rows, n_out = active.shape[0], weight.shape[0]
+        gx = gw = gb = None
+        with torch.no_grad():
+            if ctx.compact:
+                pos, vhb, offsets = rest
+                vals = torch.ops.spikeforge_scan.scan_bwd_band_vals(gz, pos, vhb, offsets, z, table, gv, s.code,
+                                                                    s.reset, s.detach, s.surr, s.scale)
+                nz = (*torch.ops.spikeforge_scan.band_rows(pos, n_out, rows), vals)
+                if need_x:
+                    gx = torch.ops.spikeforge_sparse.csr_igrad(*nz, weight.detach().contiguous())
+                if need_w:
+                    xv = weight.new_empty(0) if active.values is None else active.values.contiguous()
+                    gw = torch.ops.spikeforge_sparse.csr_wgrad_outer(*nz, active.index, xv, n_out, active.shape[1])
+                if need_b:
+                    gb = torch.ops.spikeforge_sparse.csr_colsum(*nz, n_out)
+            else:
+                (vh,) = rest
+                no_ref = torch.empty(0, dtype=torch.int32)
+                g = torch.ops.spikeforge_scan.scan_bwd(gz, vh, z, table, no_ref, gv, torch.zeros_like(gv), s.code,
+                                                       s.reset, 0, s.detach, s.surr, s.scale, s.band,
+                                                       not _keep_graph()).view(rows, n_out)
+                gx = _input_grad(g, weight) if need_x else None
+                gw = _weight_grad(active, g) if need_w else None
+                gb = _bias_grad(g) if need_b else None
+                _forget_nonzeros()
+        return gx, gw, gb, gv, None, None, None
+
+
+def linear_band_scan(model: str, spec: FireSpec, params: NamedTuple, state: NamedTuple, x: Tensor, weight: Tensor,
+                     bias: Tensor | None, *, active: SparseInput | None,
+                     sparse_backward: float | None) -> tuple[Tensor, NamedTuple] | None:
+    """``Linear(x)`` followed by an IF or LIF layer under sparse backward (no refractoriness), on the CPU, with the
+    backward formed from the in-band steps only (:class:`_LinearBandScan`).
+
+    Args:
+        model, spec, params, state, sparse_backward: as :func:`spikeforge.kernels.cpu_scan.fused_scan`.
+        x: input ``[T, B, in]`` (typically binary spikes); ``active`` its non-zeros
+            (:func:`spikeforge.kernels.sparse.choose`), required.
+        weight, bias: ``[out, in]`` and ``[out]`` (or None), same dtype as ``x``.
+
+    Returns:
+        ``(spikes [T, B, out], final_state)``; None when the case is not covered (not the compact sparse-backward
+        scan, no non-zeros given, no gradient recorded, non-CPU tensors, kernels not built), so that the caller
+        runs the layers one after the other.
+    """
+    if active is None or not cpu_scan.compact_band(model, spec, sparse_backward):
+        return None
+    if not _covered(x, weight, bias, spec):
+        return None
+    steps, batch, n_in = x.shape
+    n_out = weight.shape[0]
+    if not _use_native(weight, n_in):
+        return None
+    like = weight.new_zeros(()).expand(steps, batch, n_out)
+    prep = _prepare(model, spec, params, state, like, sparse_backward)
+    if prep is None or not cpu_scan.build():
+        return None
+    setup, table, v0, aux0, ref = prep
+    n = batch * n_out
+    rf = _flat_ref(ref, n)
+    if rf.numel() > 0 or not _wants_grad(x, weight, bias, v0):
+        return None
+    vf = v0.reshape(n).contiguous()
+    z, v = _LinearBandScan.apply(x.reshape(steps * batch, n_in), weight, bias, vf, table, setup, active)
+    af = aux0.expand(batch, n_out).reshape(n).contiguous()
+    return z.view(steps, batch, n_out), _final_state(setup, v, af, rf, state, (batch, n_out))

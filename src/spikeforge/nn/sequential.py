@@ -14,7 +14,7 @@ from torch import Tensor, nn
 from torch.nn.modules import module as torch_module
 
 from ..core.checks import SpikeforgeError, describe
-from ..kernels import fused_linear
+from ..kernels import cpu_scan, fused_linear
 from .base import SNNModule, check_sequence
 from .layers import Linear, TimeDistributed
 from .neurons import Neuron
@@ -49,6 +49,10 @@ def _needs_grad(x: Tensor, lin: Linear, state: Any) -> bool:
     return any(isinstance(t, Tensor) and t.requires_grad for t in tensors)
 
 
+def _drop(_: Any) -> None:
+    """Where :meth:`Sequential._run` records no outputs."""
+
+
 def _fusable(lin: nn.Module, neuron: nn.Module) -> bool:
     """Whether the pair can run as one fused ``Linear -> neuron`` call at all (before looking at the input)."""
     return (isinstance(lin, Linear) and type(lin).forward is Linear.forward
@@ -75,8 +79,13 @@ class Sequential(SNNModule):
               spikes below its density threshold, or ``sparse=True``), the call records a gradient (input,
               synapses or initial neuron state; training, where the memory kept for backward is the cost) and the
               input has at most :data:`~spikeforge.kernels.fused_linear.AUTO_MAX_ACTIVE` (64) active inputs per
-              sample, so that recomputing the product in backward costs little next to the scan. Inference, dense
-              inputs and wide busy inputs run unfused (one product over all steps, fewest passes).
+              sample, so that recomputing the product in backward costs little next to the scan, and the sequence
+              spans more than one chunk (else the whole current is held anyway and fusing only adds the recompute).
+              Inference, dense inputs, wide busy inputs and short sequences run unfused (one product over all
+              steps, fewest passes). A neuron layer that takes the compact sparse-backward scan (``IF``/``LIF``
+              with ``sparse_backward``, no refractoriness) is instead fused, unchunked, with a ``Linear`` on sparse
+              input whenever a gradient is recorded: its backward forms the ``Linear``'s gradients from the
+              in-band steps alone (:func:`~spikeforge.kernels.fused_linear.linear_band_scan`).
             * ``True``: whenever the pair is covered on CPU, also for inference and dense inputs (the dense product
               per chunk may round differently from one product over all steps).
             * ``False``: never.
@@ -157,8 +166,15 @@ class Sequential(SNNModule):
             ``[T, B, *in]`` -> ``[T, B, *out]``.
         """
         check_sequence("x", x)
+        out, new = self._run(x, state, None)
+        return out, new
+
+    def _run(self, x: Tensor, state: Any, outs: list | None) -> tuple[Tensor, tuple]:
+        """The loop of :meth:`forward`; appends each layer's output to ``outs`` when given (None where it is never
+        held: a ``Linear`` fused with the neuron layer after it, or an output donated to that layer)."""
         layers, states = self.layers, self._states(state)
         new: list = []
+        keep = outs.append if outs is not None else _drop
         owned = False  # whether x is a fresh temporary that only this loop references
         i = 0
         while i < len(layers):
@@ -169,6 +185,8 @@ class Sequential(SNNModule):
                 if fused is not None:
                     x, s_next = fused
                     new += [None, s_next]
+                    keep(None)
+                    keep(x)
                     owned = False
                     i += 2
                     continue
@@ -176,14 +194,18 @@ class Sequential(SNNModule):
                     x, s = layer.product(x, route[1]), None
                     owned = True
                     new.append(s)
+                    keep(x)
                     i += 1
                     continue
             if owned and getattr(layer, "accepts_donation", False):
+                if outs is not None:
+                    outs[-1] = None  # its memory now holds the neuron's saved membrane
                 x, s = layer(x, s, donate=True)
             else:
                 x, s = layer(x, s)
             owned = getattr(layer, "fresh_output", False) and not _hooked(layer)
             new.append(s)
+            keep(x)
             i += 1
         return x, tuple(new)
 
@@ -192,19 +214,49 @@ class Sequential(SNNModule):
         if route is None or x.device.type != "cpu":
             return None
         active = route[1]
+        if self.fuse == "auto" and cpu_scan.compact_band(neuron.kernel, neuron.fire_spec, neuron.sparse_backward):
+            if active is None or not _needs_grad(x, lin, state):
+                return None
+            # the compact sparse-backward scan keeps only its in-band steps; fused with the Linear, its backward
+            # forms the Linear's gradients from them without a dense gradient of the current (not chunked: nothing
+            # of the current's size is kept anyway)
+            like = lin.weight.new_zeros(()).expand(x.shape[1], lin.module.out_features)
+            state = neuron.init_state(like) if state is None else state
+            return fused_linear.linear_band_scan(neuron.kernel, neuron.fire_spec, neuron.params(like), state, x,
+                                                 lin.weight, lin.bias, active=active,
+                                                 sparse_backward=neuron.sparse_backward)
         if self.fuse == "auto" and (active is None or not _needs_grad(x, lin, state)
                                     or active.index.numel() > fused_linear.AUTO_MAX_ACTIVE * route[0].shape[0]):
             return None  # dense (one GEMM over all steps is faster), no graph to keep memory for, or a recompute
             # of the product that would cost more than the scan
+        steps = x.shape[0]
+        chunk = self.chunk_steps or fused_linear.chunk_steps(steps, x.shape[1], x.shape[2])
+        if self.fuse == "auto" and chunk >= steps:
+            return None  # one chunk: the whole current is held anyway (the donated buffer then holds the membrane),
+            # so fusing would only add the recompute (measured: a Fashion-MNIST training step, T=16, B=64, 38 % slower)
         like = lin.weight.new_zeros(()).expand(x.shape[1], lin.module.out_features)  # one step of the current
         if state is None:
             state = neuron.init_state(like)
         params = neuron.params(like)
         return fused_linear.fused_linear_scan(neuron.kernel, neuron.fire_spec, params, state, x, lin.weight, lin.bias,
                                  active=active, sparse_backward=neuron.sparse_backward, chunk=self.chunk_steps)
-    def layer_outputs(self, x: Tensor, state: Any = None) -> tuple[Tensor, tuple, list[Tensor]]:
-        """Like ``forward``, plus every layer's output sequence (e.g. hidden spikes for a rate penalty)."""
+
+    def layer_outputs(self, x: Tensor, state: Any = None, *,
+                      every: bool = True) -> tuple[Tensor, tuple, list[Tensor | None]]:
+        """Like ``forward``, plus every layer's output sequence (e.g. hidden spikes for a rate penalty).
+
+        Args:
+            every: True: each layer runs on its own and every output is held. False: the layers run as
+                :meth:`forward` runs them (donated buffers, fused ``Linear -> neuron`` pairs; what training
+                needs, with the memory and speed of ``forward``), and the output of a ``Linear`` whose current is
+                never held or whose buffer went to the neuron layer after it is None; every other output, the
+                neuron layers' among them, is there.
+        """
         check_sequence("x", x)
+        if not every:
+            outs: list = []
+            out, new_state = self._run(x, state, outs)
+            return out, new_state, outs
         new, outs = [], []
         for layer, s in zip(self.layers, self._states(state), strict=True):
             x, s = layer(x, s)

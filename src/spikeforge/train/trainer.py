@@ -227,7 +227,10 @@ class Trainer:
         if quantised:
             out, _, outs = self.qat(x)
         else:
-            out, _, outs = (self.hil if self.hil is not None else self.model).layer_outputs(x)
+            if self.hil is not None:
+                out, _, outs = self.hil.layer_outputs(x)
+            else:  # as forward runs the layers (donated buffers, fused Linear -> neuron pairs): a fused or donated
+                out, _, outs = self.model.layer_outputs(x, every=False)  # Linear's output is None, never needed
         spikes = spiking_outputs(self.model, outs)
         loss_cfg = self.cfg.train.loss
         per_sample = cross_entropy(out, y, loss_cfg.readout, logit_scale=loss_cfg.logit_scale)
