@@ -6,9 +6,12 @@
 #   bash bench/gpu_run.sh                                   # every step
 #   STEPS="tests peers" SIZES="long large" bash bench/gpu_run.sh
 #
-# Steps (in this order): tests (GPU-marked tests, the Triton kernel tests), kernels (bench/gpu_kernels.py:
+# Steps (in this order; sparse starts first, in the background): tests (GPU-marked tests, the Triton kernel tests), kernels (bench/gpu_kernels.py:
 # equivalence and timings), peers (bench/peers.py --device cuda for $SIZES), mnist (MNIST with EventProp on the
-# GPU for the time left: bench/mnist.py --time-budget fits the epochs; MNIST_CONFIG picks the config). CPU_JOBS=1
+# GPU for the time left: bench/mnist.py --time-budget fits the epochs; MNIST_CONFIG picks the config), sparse
+# (training runs of bench/sparse_backward.py side by side on the GPU, one process and one CPU thread each: the
+# runs of SPARSE_RUNS, ';'-separated argument lists, on SPARSE_CONFIG for SPARSE_EPOCHS epochs; the trained
+# weights of the runs numbered in SPARSE_KEEP come back as $OUT/sparse_N_model.pt). CPU_JOBS=1
 # also runs Yin-Yang (5 seeds, 100-104) for each config in CPU_CONFIGS in the background on the cores the GPU steps
 # do not use (one core per run). Needs the peer wheels in .whl/ (docs/performance.md) and, for
 # training, the data under $SPIKEFORGE_DATA (default .devdata/, a copy of ../shared/data carried along).
@@ -47,6 +50,21 @@ if [ "${CPU_JOBS:-0}" = 1 ]; then  # Yin-Yang, 5 seeds (100-104) per config, one
     ( taskset -c "$CPU_CORES" timeout $(( BUDGET - 30 )) python3 bench/yinyang.py --config "$cfg" --seeds 5 ${YY_EPOCHS:+--epochs $YY_EPOCHS} \
         --seed 100 --workers 5 --threads 1 --out "/tmp/runs/$name" --json "$RES/yinyang_$name.json" \
         >"$RES/yinyang_$name.txt" 2>&1 ) &
+  done
+fi
+
+if has sparse; then  # every run at once, in the background (collected by the final wait): each is
+  # launch-bound, so the GPU takes them side by side, and the other steps run meanwhile
+  REM=$(( $(left) - 25 ))
+  IFS=';' read -ra RUNS <<< "${SPARSE_RUNS:---train-bands none --skip-dense;--train-bands 0.5 --skip-dense}"
+  i=0
+  for r in "${RUNS[@]}"; do
+    i=$((i + 1))
+    echo "sparse_$i: $r" >>"$RES/sparse_runs.txt"
+    # shellcheck disable=SC2086
+    ( timeout "$REM" python3 bench/sparse_backward.py --no-timings --threads 1 --seeds 1 --set device=cuda \
+        --config "${SPARSE_CONFIG:-src/spikeforge/configs/fashion-mnist-deep.yaml}" --epochs "${SPARSE_EPOCHS:-20}" \
+        --out "/tmp/runs/sparse_$i" --json "$RES/sparse_$i.json" $r >"$RES/sparse_$i.txt" 2>&1 ) &
   done
 fi
 
@@ -91,6 +109,11 @@ if has mnist; then  # last: it gets whatever time is left (epochs fitted by a pr
 fi
 
 wait
+for i in ${SPARSE_KEEP:-}; do  # trained weights of these sparse runs, without the optimizer state (files come back
+  ck=$(ls /tmp/runs/sparse_"$i"/*/last.pt 2>/dev/null | head -1)  # from the device only up to 16 MiB each)
+  [ -n "$ck" ] && python3 -c "import sys, torch; c = torch.load(sys.argv[1], map_location='cpu', weights_only=False)
+torch.save({'config': c['config'], 'model': c['model']}, sys.argv[2])" "$ck" "$OUT/sparse_${i}_model.pt"
+done
 pack
 for f in "$RES"/yinyang_*.txt; do [ -e "$f" ] && tail -n 4 "$f"; done
 echo "done in $(( $(date +%s) - START )) s"

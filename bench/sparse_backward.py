@@ -26,6 +26,7 @@ import torch
 import yaml
 from _common import ROOT, environment, interleaved, print_table, write_json
 
+from spikeforge.cli.main import _parse_set
 from spikeforge.kernels import cpu_scan
 from spikeforge.nn import LIF, Recurrent
 
@@ -154,22 +155,65 @@ def _time_mlp(t: int, b: int, hidden: int, gain: float, band: float, repeats: in
     return _finish(row, interleaved(fns, repeats))
 
 
+def _training_batch(trainer, batch: int = 64, index: int = 0):
+    """Training samples ``[index * batch, (index + 1) * batch)`` of a trainer's data, encoded as in training
+    (seeded by ``index``)."""
+    from spikeforge.train.datasets import encode_batch
+    from spikeforge.train.trainer import _generator
+
+    x_all, y_all = trainer.splits.train
+    idx = torch.arange(index * batch, (index + 1) * batch) % x_all.shape[0]
+    return encode_batch(x_all[idx], trainer.cfg.encoding, _generator(trainer.cfg.seed, 0, 2, index)), y_all[idx]
+
+
+def _mean_activity(trainer, band: float | None, batches: int) -> dict:
+    """:func:`_activity` averaged over the first ``batches`` training batches of 64."""
+    acts = [_activity(trainer.model, _training_batch(trainer, 64, k)[0].to(trainer.device), band)
+            for k in range(batches)]
+    out = {key: sum(a[key] for a in acts) / batches for key in ("rate", "in_band") if key in acts[0]}
+    for key in ("rates", "in_band_layers"):
+        if key in acts[0]:
+            out[key] = [sum(a[key][i] for a in acts) / batches for i in range(len(acts[0][key]))]
+    return out
+
+
+def _activity(model, xb: torch.Tensor, band: float | None) -> dict:
+    """In-band fraction (neuron-steps with ``|v - v_th| < band``, membrane before reset; the "active" neurons of
+    sparse backward) and spike rate of each spiking layer of ``model`` on the batch ``xb`` (training mode, fixed
+    dropout masks), with their means over layers under ``in_band`` and ``rate``."""
+    from spikeforge.nn import Neuron
+
+    was_training = model.training
+    model.train()
+    with torch.no_grad():
+        torch.manual_seed(0)
+        _, _, records = model.trace(xb)
+    model.train(was_training)
+    in_band, rates = [], []
+    for layer, (z, rec) in zip(model.layers, records, strict=True):
+        if isinstance(layer, Neuron) and layer.kernel is not None:
+            vh = rec.v + z * layer.v_th if layer.fire_spec.reset == "subtract" else rec.v
+            if band is not None:
+                in_band.append(float(((vh - layer.v_th).abs() < band).float().mean()))
+            rates.append(float(z.mean()))
+    out = {"rate": sum(rates) / len(rates), "rates": rates}
+    if band is not None:
+        out.update(in_band=sum(in_band) / len(in_band), in_band_layers=in_band)
+    return out
+
+
 def _time_checkpoint(path: str, bands: list[float], repeats: int, batch: int = 64) -> list[dict]:
     """Backward time of one training step of a trained network (a checkpoint of ``spikeforge train``): its loss on
     ``batch`` training samples, exact vs each band, unfused and (where ``Sequential`` fuses ``Linear -> LIF``) as
     the default model runs; with the in-band fraction and spike rate of its spiking layers on that batch."""
 
     from spikeforge.nn import Neuron
-    from spikeforge.train.datasets import encode_batch
-    from spikeforge.train.trainer import Trainer, _generator
+    from spikeforge.train.trainer import Trainer
 
     trainer = Trainer.from_checkpoint(path)
-    cfg, model = trainer.cfg, trainer.model
+    model = trainer.model
     model.train()
-    x_all, y_all = trainer.splits.train
-    idx = torch.arange(batch)
-    xb = encode_batch(x_all[idx], cfg.encoding, _generator(cfg.seed, 0, 2, 0))
-    yb = y_all[idx]
+    xb, yb = _training_batch(trainer, batch)
     neurons = [m for m in model.modules() if isinstance(m, Neuron) and m.kernel is not None]
     fuse_modes = [None]
     if hasattr(model, "set_fuse"):
@@ -189,19 +233,10 @@ def _time_checkpoint(path: str, bands: list[float], repeats: int, batch: int = 6
         return _clock() - t0
 
     rows = []
-    with torch.no_grad():
-        torch.manual_seed(0)
-        _, _, records = model.trace(xb)
     for fuse in fuse_modes:
         for band in bands:
             row = {"layer": f"{Path(path).parent.name} B={batch}", "setting": f"fuse={fuse}", "band": band}
-            in_band, rates = [], []
-            for layer, (z, rec) in zip(model.layers, records, strict=True):
-                if layer in neurons:
-                    vh = rec.v + z * layer.v_th if layer.fire_spec.reset == "subtract" else rec.v
-                    in_band.append(float(((vh - layer.v_th).abs() < band).float().mean()))
-                    rates.append(float(z.mean()))
-            row["in_band"], row["rate"] = sum(in_band) / len(in_band), sum(rates) / len(rates)
+            row.update(_activity(model, xb, band))
             fns = {"dense": lambda fuse=fuse: step_seconds(None, fuse),
                    "sparse": lambda band=band, fuse=fuse: step_seconds(band, fuse)}
             rows.append(_finish(row, interleaved(fns, repeats)))
@@ -210,12 +245,90 @@ def _time_checkpoint(path: str, bands: list[float], repeats: int, batch: int = 6
     return rows
 
 
+def _load_trained(path: str):
+    """A trainer with the weights of ``path``: a checkpoint of ``spikeforge train`` or a file holding only its
+    ``config`` and ``model`` (as ``bench/gpu_run.sh`` brings trained weights back), on the CPU."""
+    import tempfile
+
+    from spikeforge.train.config import config_from_dict
+    from spikeforge.train.trainer import Trainer
+
+    ck = torch.load(path, map_location="cpu", weights_only=False)
+    cfg = dict(ck["config"])
+    cfg["device"] = "cpu"
+    cfg["output"] = {"dir": tempfile.mkdtemp(prefix="sparse-bench-"), "plots": False, "progress": False}
+    trainer = Trainer(config_from_dict(cfg))
+    trainer.model.load_state_dict(ck["model"])
+    trainer.model.train()
+    return trainer
+
+
+def _time_pair(dense_path: str, sparse_path: str, band: float, repeats: int, batch: int = 64) -> list[dict]:
+    """The issue's comparison: one training step of a network trained exactly (its own surrogate, exact
+    gradients) against one of a network trained with sparse backward at ``band``, each on its own weights, the same
+    training batch and dropout masks. Backward and whole-step (forward + backward) times, with ``Sequential``'s
+    ``Linear -> neuron`` fusion off and on ("auto"), and each network's activity (in-band fraction at ``band``,
+    10 batches). The speed-up is taken against the faster of the exact network's two modes."""
+    from spikeforge.nn import Neuron
+
+    nets = {"dense": _load_trained(dense_path), "sparse": _load_trained(sparse_path)}
+    for name, trainer in nets.items():
+        for m in trainer.model.modules():
+            if isinstance(m, Neuron) and m.kernel is not None:
+                m.set_engine("auto", sparse_backward=band if name == "sparse" else None)
+    xb, yb = _training_batch(nets["dense"], batch)
+    times: dict[tuple, list[tuple[float, float]]] = {}
+
+    def step(name: str, fuse) -> tuple[float, float]:
+        trainer = nets[name]
+        trainer.model.set_fuse(fuse)
+        torch.manual_seed(0)  # the same dropout masks for every variant
+        trainer.model.zero_grad()
+        t0 = _clock()
+        _, per_sample, _ = trainer._forward(xb, yb)
+        loss = per_sample.sum() / batch
+        t1 = _clock()
+        loss.backward()
+        return t1 - t0, _clock() - t1
+
+    variants = [(name, fuse) for name in nets for fuse in (False, "auto")]
+    for v in variants:  # warm-up
+        step(*v)
+    for _ in range(repeats):
+        for v in variants:
+            times.setdefault(v, []).append(step(*v))
+
+    def med(values):
+        return sorted(values)[len(values) // 2] * 1e3
+
+    rows = []
+    for (name, fuse), ts in times.items():
+        row = {"layer": f"{Path(dense_path if name == 'dense' else sparse_path).parent.name} ({name})",
+               "setting": f"fuse={fuse}", "band": band if name == "sparse" else None,
+               "backward_ms": med([b for _, b in ts]), "step_ms": med([f + b for f, b in ts])}
+        row.update(_mean_activity(nets[name], band, 10))
+        rows.append(row)
+    best = min(r["backward_ms"] for r in rows if r["band"] is None)
+    for r in rows:
+        r["speedup"] = best / r["backward_ms"]
+    return rows
+
+
 def _train(config: Path, band: float | None, epochs: int, seed: int, out: str,
-           surrogate_scale: float | None = None, surrogate_name: str | None = None) -> dict:
+           surrogate_scale: float | None = None, surrogate_name: str | None = None,
+           overrides: dict | None = None, activity_band: float | None = None) -> dict:
+    """Train ``config`` (with ``band`` as every LIF layer's ``sparse_backward``, the surrogate and dotted-key
+    ``overrides`` applied) and return its test accuracy, time per epoch and the trained network's activity on 10
+    training batches of 64 (in-band fraction at ``band``, or at ``activity_band`` for an exact run; spike rate)."""
     from spikeforge.train.config import config_from_dict
     from spikeforge.train.trainer import Trainer
 
     data = yaml.safe_load(config.read_text())
+    for key, value in (overrides or {}).items():
+        node = data
+        for part in key.split(".")[:-1]:
+            node = node.setdefault(part, {})
+        node[key.split(".")[-1]] = value
     for key, value in (("scale", surrogate_scale), ("name", surrogate_name)):
         if value is not None:
             data["model"]["surrogate"] = {**data["model"].get("surrogate", {}), key: value}
@@ -229,8 +342,14 @@ def _train(config: Path, band: float | None, epochs: int, seed: int, out: str,
     trainer = Trainer(config_from_dict(data))
     final = trainer.fit()
     per_epoch = sum(r["seconds"] for r in trainer.history) / max(1, len(trainer.history))
+    act = _mean_activity(trainer, band if band is not None else activity_band, 10)
     return {"band": "none" if band is None else f"{band:g}", "seed": seed, "test_acc": final["test_acc"],
-            "epochs": epochs, "epoch_seconds": per_epoch, "surrogate": surrogate}
+            "epochs": epochs, "epoch_seconds": per_epoch, "surrogate": surrogate, "overrides": overrides or {},
+            "device": str(trainer.device), **act}
+
+
+def _band_arg(text: str) -> float | None:
+    return None if text.lower() == "none" else float(text)
 
 
 #: table columns of a timing row after its name
@@ -242,12 +361,13 @@ TIMING_COLUMNS = [("setting", "setting", "s"), ("band", "band", ".2f"), ("in_ban
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--band", type=float, default=0.3, help="sparse-backward band around v_th (default 0.3)")
-    parser.add_argument("--train-bands", type=float, nargs="+", help="bands trained against the dense run "
-                        "(default: --band)")
+    parser.add_argument("--train-bands", type=_band_arg, nargs="+", help="bands trained against the dense run "
+                        "(default: --band; 'none': exact, e.g. with --skip-dense to train only the exact run)")
     parser.add_argument("--repeats", type=int, default=7, help="timing repeats, median taken (default 7)")
     parser.add_argument("--mlp-bands", type=float, nargs="+", help="bands timed for the MLPs (default: --band)")
     parser.add_argument("--epochs", type=int, default=40, help="training epochs per run; 0 skips training")
     parser.add_argument("--seeds", type=int, default=2, help="training seeds per setting (default 2)")
+    parser.add_argument("--first-seed", type=int, default=0, help="seed of the first training run (default 0)")
     parser.add_argument("--config", default=str(ROOT / "src/spikeforge/configs/yinyang.yaml"))
     parser.add_argument("--out", default="runs/bench-sparse-backward", help="folder for the training runs")
     parser.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
@@ -259,6 +379,13 @@ def main() -> None:
                         "band keeps more of a steeper surrogate's gradient: fast_sigmoid keeps 1 - 1/(1 + s b))")
     parser.add_argument("--surrogate", help="override the config's surrogate shape (e.g. triangle: zero outside "
                         "|v - v_th| < 1/scale, so the band 1/scale drops nothing of it)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="config override for the training runs, as `spikeforge train --set` (repeatable)")
+    parser.add_argument("--activity-band", type=float, default=0.5, help="band at which the in-band fraction of "
+                        "an exact (band-less) run is reported (default 0.5)")
+    parser.add_argument("--pair", nargs=2, metavar=("EXACT", "SPARSE"), help="time one training step of a network "
+                        "trained exactly against one trained with sparse backward at --band (checkpoints, or the "
+                        "config+model files bench/gpu_run.sh brings back)")
     parser.add_argument("--json", help="write results here")
     args = parser.parse_args()
     if args.threads:
@@ -266,6 +393,7 @@ def main() -> None:
     if not cpu_scan.available():
         raise SystemExit("the fused CPU kernels could not be built here; sparse backward needs them")
 
+    overrides = _parse_set(args.set)
     rows = []
     if not args.no_timings:
         bands = args.mlp_bands or [args.band]
@@ -288,16 +416,28 @@ def main() -> None:
         print_table(ck_rows, [("layer", "network", "s"), *TIMING_COLUMNS])
         rows += ck_rows
 
+    if args.pair:
+        pair_rows = _time_pair(args.pair[0], args.pair[1], args.band, args.repeats)
+        print(f"one training step, exact vs sparse backward (median of {args.repeats}, interleaved, "
+              f"{torch.get_num_threads()} threads)")
+        print_table(pair_rows, [("layer", "network", "s"), ("setting", "setting", "s"),
+                                ("in_band", "in band", ".3f"), ("rate", "spike rate", ".3f"),
+                                ("backward_ms", "backward ms", ".2f"), ("step_ms", "step ms", ".2f"),
+                                ("speedup", "backward speed-up", ".2f")])
+        rows += pair_rows
+
     runs = []
     if args.epochs > 0:
-        for seed in range(args.seeds):
+        for seed in range(args.first_seed, args.first_seed + args.seeds):
             for band in ((() if args.skip_dense else (None,)) + tuple(args.train_bands or [args.band])):
                 runs.append(_train(Path(args.config), band, args.epochs, seed, args.out, args.surrogate_scale,
-                                   args.surrogate))
+                                   args.surrogate, overrides, args.activity_band))
         print(f"\n{Path(args.config).stem}, {args.epochs} epochs")
         print_table(runs, [("band", "band", "s"), ("seed", "seed", "d"), ("test_acc", "test acc", ".4f"),
+                           ("in_band", "in band", ".3f"), ("rate", "spike rate", ".3f"),
                            ("epoch_seconds", "s/epoch", ".2f")])
     write_json(args.json, {"benchmark": "sparse_backward", "band": args.band, "config": Path(args.config).name,
+                           "surrogate": args.surrogate, "surrogate_scale": args.surrogate_scale, "overrides": overrides,
                            "timings": rows, "training": runs,
                            "threads": torch.get_num_threads(), "environment": environment()})
 
