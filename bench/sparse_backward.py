@@ -203,16 +203,14 @@ def _activity(model, xb: torch.Tensor, band: float | None) -> dict:
 
 
 def _time_checkpoint(path: str, bands: list[float], repeats: int, batch: int = 64) -> list[dict]:
-    """Backward time of one training step of a trained network (a checkpoint of ``spikeforge train``): its loss on
+    """Backward time of one training step of a trained network (see :func:`_load_trained`): its loss on
     ``batch`` training samples, exact vs each band, unfused and (where ``Sequential`` fuses ``Linear -> LIF``) as
     the default model runs; with the in-band fraction and spike rate of its spiking layers on that batch."""
 
     from spikeforge.nn import Neuron
-    from spikeforge.train.trainer import Trainer
 
-    trainer = Trainer.from_checkpoint(path)
+    trainer = _load_trained(path)
     model = trainer.model
-    model.train()
     xb, yb = _training_batch(trainer, batch)
     neurons = [m for m in model.modules() if isinstance(m, Neuron) and m.kernel is not None]
     fuse_modes = [None]
@@ -320,15 +318,10 @@ def _train(config: Path, band: float | None, epochs: int, seed: int, out: str,
     """Train ``config`` (with ``band`` as every LIF layer's ``sparse_backward``, the surrogate and dotted-key
     ``overrides`` applied) and return its test accuracy, time per epoch and the trained network's activity on 10
     training batches of 64 (in-band fraction at ``band``, or at ``activity_band`` for an exact run; spike rate)."""
-    from spikeforge.train.config import config_from_dict
+    from spikeforge.train.config import apply_overrides, config_from_dict
     from spikeforge.train.trainer import Trainer
 
-    data = yaml.safe_load(config.read_text())
-    for key, value in (overrides or {}).items():
-        node = data
-        for part in key.split(".")[:-1]:
-            node = node.setdefault(part, {})
-        node[key.split(".")[-1]] = value
+    data = apply_overrides(yaml.safe_load(config.read_text()), overrides)
     for key, value in (("scale", surrogate_scale), ("name", surrogate_name)):
         if value is not None:
             data["model"]["surrogate"] = {**data["model"].get("surrogate", {}), key: value}

@@ -266,50 +266,61 @@ class _BandScanFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, v0, table, setup, own):  # type: ignore[override]
-        v = v0.clone()
-        z, pos, vhb, offsets = torch.ops.spikeforge_scan.scan_fwd_band(x, table, v, v0.new_zeros(v0.shape), setup.code,
-                                                                       setup.reset, setup.band, BAND_SCAN_MAX)
-        ctx.setup = setup
-        if offsets.numel() > 0:
-            ctx.compact = True
-            # a donated input is dead now: the backward writes the input gradient into it (no fresh pages to fault)
-            if own:
-                torch.autograd.graph.increment_version(x)  # any other saved use of x now fails loudly
-            ctx.save_for_backward(pos, vhb, offsets, z, table, x if own else None)
-            return z, v
-        ctx.compact = False  # too many steps in the band: the dense layout from the initial state
-        v = v0.clone()
-        no_ref = torch.empty(0, dtype=torch.int32)
-        aux = v0.new_zeros(v0.shape)
-        if own:
-            z = torch.ops.spikeforge_scan.scan_fwd_into(x, table, v, aux, no_ref, setup.code, setup.reset, 0)
-            vh = x
-            torch.autograd.graph.increment_version(x)
-        else:
-            z, vh = torch.ops.spikeforge_scan.scan_fwd(x, table, v, aux, no_ref, setup.code, setup.reset, 0, True)
-        ctx.save_for_backward(vh, z, table)
+        z, v, saved = _band_forward(x, v0, table, setup, own)
+        ctx.setup, ctx.compact = setup, len(saved) == 3
+        # a donated input is dead now: the compact backward writes the input gradient into it (no fresh pages)
+        buf = x if ctx.compact and own else None
+        if buf is not None:
+            torch.autograd.graph.increment_version(x)  # any other saved use of x now fails loudly
+        ctx.save_for_backward(z, table, buf, *saved)
         return z, v
 
     @staticmethod
     def backward(ctx, gz, gv):  # type: ignore[override]
         s = ctx.setup
-        if ctx.compact:
-            pos, vhb, offsets, z, table, buf = ctx.saved_tensors
-        else:
-            vh, z, table = ctx.saved_tensors
+        z, table, buf, *saved = ctx.saved_tensors
         gz = z.new_zeros(()).expand(z.shape) if gz is None else gz
         gv = _grads_or_zeros(gv, z[0])
-        if ctx.compact:
-            # the donated buffer only when the graph is not kept: a second backward would overwrite this gradient
-            out = buf if buf is not None and not _keep_graph() else z.new_empty(0)
-            gx = torch.ops.spikeforge_scan.scan_bwd_band(gz, pos, vhb, offsets, z, table, gv, out, s.code, s.reset,
-                                                         s.detach, s.surr, s.scale)
-            note_band_gradient(gx, pos)  # the Linear before takes its non-zeros from pos (no search of gx)
-        else:
-            no_ref = torch.empty(0, dtype=torch.int32)
-            gx = torch.ops.spikeforge_scan.scan_bwd(gz, vh, z, table, no_ref, gv, torch.zeros_like(gv), s.code,
-                                                    s.reset, 0, s.detach, s.surr, s.scale, s.band, not _keep_graph())
+        if not ctx.compact:
+            return _band_dense_backward(gz, saved[0], z, table, s, gv), gv, None, None, None
+        pos, vhb, offsets = saved
+        # the donated buffer only when the graph is not kept: a second backward would overwrite this gradient
+        out = buf if buf is not None and not _keep_graph() else z.new_empty(0)
+        gx = torch.ops.spikeforge_scan.scan_bwd_band(gz, pos, vhb, offsets, z, table, gv, out, s.code, s.reset,
+                                                     s.detach, s.surr, s.scale)
+        note_band_gradient(gx, pos)  # the Linear before takes its non-zeros from pos (no search of gx)
         return gx, gv, None, None, None
+
+
+def _band_forward(x: Tensor, v0: Tensor, table: Tensor, setup: _Setup,
+                  own: bool) -> tuple[Tensor, Tensor, tuple[Tensor, ...]]:
+    """Forward of an IF/LIF layer under sparse backward, ``x [T, N]``: ``(z, v_final, saved)``, ``saved`` being the
+    compact scan's ``(pos, vhb, offsets)``, or ``(vh,)`` when a block of neurons has more than
+    :data:`BAND_SCAN_MAX` of its steps in the band (the dense layout from the initial state, faster there; with
+    ``own`` the membrane is saved over ``x``)."""
+    v = v0.clone()
+    z, pos, vhb, offsets = torch.ops.spikeforge_scan.scan_fwd_band(x, table, v, v0.new_zeros(v0.shape), setup.code,
+                                                                   setup.reset, setup.band, BAND_SCAN_MAX)
+    if offsets.numel() > 0:
+        return z, v, (pos, vhb, offsets)
+    v = v0.clone()
+    no_ref = torch.empty(0, dtype=torch.int32)
+    aux = v0.new_zeros(v0.shape)
+    if own:
+        z = torch.ops.spikeforge_scan.scan_fwd_into(x, table, v, aux, no_ref, setup.code, setup.reset, 0)
+        torch.autograd.graph.increment_version(x)
+        return z, v, (x,)
+    z, vh = torch.ops.spikeforge_scan.scan_fwd(x, table, v, aux, no_ref, setup.code, setup.reset, 0, True)
+    return z, v, (vh,)
+
+
+def _band_dense_backward(gz: Tensor, vh: Tensor, z: Tensor, table: Tensor, setup: _Setup, gv: Tensor) -> Tensor:
+    """Backward of :func:`_band_forward`'s dense layout (the band as a mask): the input gradient ``[T, N]`` (written
+    over ``vh`` unless the graph is kept); ``gv`` is updated in place."""
+    no_ref = torch.empty(0, dtype=torch.int32)
+    return torch.ops.spikeforge_scan.scan_bwd(gz, vh, z, table, no_ref, gv, torch.zeros_like(gv), setup.code,
+                                              setup.reset, 0, setup.detach, setup.surr, setup.scale, setup.band,
+                                              not _keep_graph())
 
 
 def _band_path(setup: _Setup, ref: Tensor) -> bool:

@@ -48,7 +48,7 @@ from torch import Tensor
 
 from ..dynamics.common import FireSpec
 from . import cpu_scan
-from .cpu_scan import _final_state, _flat_ref, _grads_or_zeros, _keep_graph, _prepare, _Setup, _wants_grad
+from .cpu_scan import _final_state, _flat_ref, _grads_or_zeros, _prepare, _Setup, _wants_grad
 from .sparse import SparseInput, _bias_grad, _forget_nonzeros, _forward, _input_grad, _use_native, _weight_grad
 
 __all__ = ["AUTO_MAX_ACTIVE", "BLOCK_COLS", "CHUNKS", "MIN_CHUNK_ROWS", "chunk_steps", "column_blocks",
@@ -384,27 +384,16 @@ class _LinearBandScan(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x2, weight, bias, v0, table, setup, active):  # type: ignore[override]
-        cur = _forward(active, weight, bias)  # [T * B, out]: the current, a temporary
-        xf = cur.view(-1, v0.numel())  # [T, N]
-        v = v0.clone()
-        z, pos, vhb, offsets = torch.ops.spikeforge_scan.scan_fwd_band(xf, table, v, v0.new_zeros(v0.shape),
-                                                                       setup.code, setup.reset, setup.band,
-                                                                       cpu_scan.BAND_SCAN_MAX)
-        ctx.setup, ctx.active, ctx.has_bias = setup, active, bias is not None
-        ctx.compact = offsets.numel() > 0
-        if ctx.compact:
-            ctx.save_for_backward(weight, table, z, pos, vhb, offsets)
-            return z, v
-        v = v0.clone()  # crowded: the dense layout from the initial state, the membrane saved over the current
-        z = torch.ops.spikeforge_scan.scan_fwd_into(xf, table, v, v0.new_zeros(v0.shape),
-                                                    torch.empty(0, dtype=torch.int32), setup.code, setup.reset, 0)
-        ctx.save_for_backward(weight, table, z, xf)
+        cur = _forward(active, weight, bias)  # [T * B, out]: the current, a temporary (the dense layout's membrane)
+        z, v, saved = cpu_scan._band_forward(cur.view(-1, v0.numel()), v0, table, setup, True)
+        ctx.setup, ctx.active, ctx.compact = setup, active, len(saved) == 3
+        ctx.save_for_backward(weight, table, z, *saved)
         return z, v
 
     @staticmethod
     def backward(ctx, gz, gv):  # type: ignore[override]
         s, active = ctx.setup, ctx.active
-        weight, table, z, *rest = ctx.saved_tensors
+        weight, table, z, *saved = ctx.saved_tensors
         gz = z.new_zeros(()).expand(z.shape) if gz is None else gz
         gv = _grads_or_zeros(gv, z[0])
         need_x, need_w, need_b = ctx.needs_input_grad[:3]
@@ -412,7 +401,7 @@ class _LinearBandScan(torch.autograd.Function):
         gx = gw = gb = None
         with torch.no_grad():
             if ctx.compact:
-                pos, vhb, offsets = rest
+                pos, vhb, offsets = saved
                 vals = torch.ops.spikeforge_scan.scan_bwd_band_vals(gz, pos, vhb, offsets, z, table, gv, s.code,
                                                                     s.reset, s.detach, s.surr, s.scale)
                 nz = (*torch.ops.spikeforge_scan.band_rows(pos, n_out, rows), vals)
@@ -424,11 +413,7 @@ class _LinearBandScan(torch.autograd.Function):
                 if need_b:
                     gb = torch.ops.spikeforge_sparse.csr_colsum(*nz, n_out)
             else:
-                (vh,) = rest
-                no_ref = torch.empty(0, dtype=torch.int32)
-                g = torch.ops.spikeforge_scan.scan_bwd(gz, vh, z, table, no_ref, gv, torch.zeros_like(gv), s.code,
-                                                       s.reset, 0, s.detach, s.surr, s.scale, s.band,
-                                                       not _keep_graph()).view(rows, n_out)
+                g = cpu_scan._band_dense_backward(gz, saved[0], z, table, s, gv).view(rows, n_out)
                 gx = _input_grad(g, weight) if need_x else None
                 gw = _weight_grad(active, g) if need_w else None
                 gb = _bias_grad(g) if need_b else None

@@ -301,7 +301,8 @@ def _band_nonzeros(grad: Tensor) -> tuple[Tensor, Tensor, Tensor] | None:
     if (noted is None or grad.dim() != 2 or not grad.is_contiguous() or grad.data_ptr() != noted.data_ptr()
             or grad.numel() != noted.numel() or grad._version != version or grad.dtype != noted.dtype):
         return None
-    return tuple(torch.ops.spikeforge_scan.band_csr(pos, grad, grad.shape[1]))
+    rows, width = grad.shape
+    return (*torch.ops.spikeforge_scan.band_rows(pos, width, rows), grad.reshape(-1).index_select(0, pos))
 
 
 def _grad_nonzeros(grad: Tensor, *, search: bool = True) -> tuple[Tensor, Tensor, Tensor] | None:

@@ -210,36 +210,32 @@ class Sequential(SNNModule):
         return x, tuple(new)
 
     def _fused(self, lin: Linear, neuron: Neuron, x: Tensor, route, state: Any) -> tuple[Tensor, Any] | None:
-        """Run ``lin`` and ``neuron`` fused in time chunks when the policy (class doc) picks it; else None."""
+        """Run ``lin`` and ``neuron`` as one fused call when the policy (class doc) picks it; else None."""
         if route is None or x.device.type != "cpu":
             return None
         active = route[1]
-        if self.fuse == "auto" and cpu_scan.compact_band(neuron.kernel, neuron.fire_spec, neuron.sparse_backward):
-            if active is None or not _needs_grad(x, lin, state):
-                return None
-            # the compact sparse-backward scan keeps only its in-band steps; fused with the Linear, its backward
-            # forms the Linear's gradients from them without a dense gradient of the current (not chunked: nothing
-            # of the current's size is kept anyway)
-            like = lin.weight.new_zeros(()).expand(x.shape[1], lin.module.out_features)
-            state = neuron.init_state(like) if state is None else state
-            return fused_linear.linear_band_scan(neuron.kernel, neuron.fire_spec, neuron.params(like), state, x,
-                                                 lin.weight, lin.bias, active=active,
-                                                 sparse_backward=neuron.sparse_backward)
-        if self.fuse == "auto" and (active is None or not _needs_grad(x, lin, state)
-                                    or active.index.numel() > fused_linear.AUTO_MAX_ACTIVE * route[0].shape[0]):
-            return None  # dense (one GEMM over all steps is faster), no graph to keep memory for, or a recompute
-            # of the product that would cost more than the scan
-        steps = x.shape[0]
-        chunk = self.chunk_steps or fused_linear.chunk_steps(steps, x.shape[1], x.shape[2])
-        if self.fuse == "auto" and chunk >= steps:
-            return None  # one chunk: the whole current is held anyway (the donated buffer then holds the membrane),
-            # so fusing would only add the recompute (measured: a Fashion-MNIST training step, T=16, B=64, 38 % slower)
+        # the compact sparse-backward scan keeps only its in-band steps; fused with the Linear, its backward forms
+        # the Linear's gradients from them without a dense gradient of the current (not chunked: nothing of the
+        # current's size is kept anyway)
+        band = self.fuse == "auto" and cpu_scan.compact_band(neuron.kernel, neuron.fire_spec, neuron.sparse_backward)
+        if self.fuse == "auto" and (active is None or not _needs_grad(x, lin, state)):
+            return None  # dense (one GEMM over all steps is faster), or no graph to keep memory for
+        if self.fuse == "auto" and not band:
+            if active.index.numel() > fused_linear.AUTO_MAX_ACTIVE * route[0].shape[0]:
+                return None  # a recompute of the product that would cost more than the scan
+            steps = x.shape[0]
+            if (self.chunk_steps or fused_linear.chunk_steps(steps, x.shape[1], x.shape[2])) >= steps:
+                return None  # one chunk: the whole current is held anyway (the donated buffer then holds the
+                # membrane), so fusing would only add the recompute (a Fashion-MNIST training step, T=16, B=64:
+                # 38 % slower)
         like = lin.weight.new_zeros(()).expand(x.shape[1], lin.module.out_features)  # one step of the current
         if state is None:
             state = neuron.init_state(like)
-        params = neuron.params(like)
-        return fused_linear.fused_linear_scan(neuron.kernel, neuron.fire_spec, params, state, x, lin.weight, lin.bias,
-                                 active=active, sparse_backward=neuron.sparse_backward, chunk=self.chunk_steps)
+        args = (neuron.kernel, neuron.fire_spec, neuron.params(like), state, x, lin.weight, lin.bias)
+        if band:
+            return fused_linear.linear_band_scan(*args, active=active, sparse_backward=neuron.sparse_backward)
+        return fused_linear.fused_linear_scan(*args, active=active, sparse_backward=neuron.sparse_backward,
+                                              chunk=self.chunk_steps)
 
     def layer_outputs(self, x: Tensor, state: Any = None, *,
                       every: bool = True) -> tuple[Tensor, tuple, list[Tensor | None]]:

@@ -30,6 +30,7 @@ __all__ = [
     "OutputConfig",
     "ScheduleConfig",
     "TrainConfig",
+    "apply_overrides",
     "config_from_dict",
     "config_to_dict",
     "load_config",
@@ -274,6 +275,18 @@ def config_to_dict(cfg: Config) -> dict[str, Any]:
     return dataclasses.asdict(cfg)
 
 
+def apply_overrides(data: dict[str, Any], overrides: dict[str, Any] | None) -> dict[str, Any]:
+    """Set dotted-key ``overrides`` (``{"train.epochs": 3}``) in the nested config dict ``data`` (in place, and
+    returned)."""
+    for key, value in (overrides or {}).items():
+        node = data
+        *head, last = key.split(".")
+        for part in head:
+            node = node.setdefault(part, {})
+        node[last] = value
+    return data
+
+
 def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Config:
     """Read a YAML config file, apply dotted-key ``overrides`` (``{"train.epochs": 3}``), validate."""
     path = Path(path)
@@ -281,10 +294,4 @@ def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Co
         raise SpikeforgeError(f"config file {str(path)!r} does not exist.")
     with path.open() as fh:
         data = yaml.safe_load(fh) or {}
-    for key, value in (overrides or {}).items():
-        node = data
-        parts = key.split(".")
-        for part in parts[:-1]:
-            node = node.setdefault(part, {})
-        node[parts[-1]] = value
-    return config_from_dict(data)
+    return config_from_dict(apply_overrides(data, overrides))

@@ -33,7 +33,7 @@ from ..core.checks import SpikeforgeError
 from ..nn import Neuron, Recurrent, Sequential
 from .build import build_model
 from .checkpoint import dump_json, load_checkpoint, save_checkpoint
-from .config import Config, config_from_dict, config_to_dict
+from .config import Config, apply_overrides, config_from_dict, config_to_dict
 from .datasets import Splits, encode_batch, encoded_shape, load_splits
 from .event import EventTask
 from .hil import Observer, hil_from_config
@@ -441,13 +441,6 @@ class Trainer:
                         overrides: dict[str, Any] | None = None) -> Trainer:
         """Rebuild a trainer (model weights included) from a checkpoint, e.g. to evaluate it."""
         ck = load_checkpoint(path)
-        data = ck["config"]
-        for key, value in (overrides or {}).items():
-            node = data
-            *head, last = key.split(".")
-            for part in head:
-                node = node[part]
-            node[last] = value
-        trainer = cls(config_from_dict(data), splits=splits)
+        trainer = cls(config_from_dict(apply_overrides(ck["config"], overrides)), splits=splits)
         trainer._restore(ck)
         return trainer

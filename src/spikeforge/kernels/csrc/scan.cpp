@@ -680,7 +680,8 @@ at::Tensor scan_bwd_band_vals(const at::Tensor& gz, const at::Tensor& pos, const
 
 // The rows of in-band entries laid over a [R, width] matrix (CSR without values): rowptr [R + 1] int64 and cols int32,
 // from their sorted flat positions pos (t * N + j = row * width + col when N is a multiple of width). One pass over
-// pos, rows advanced by comparison (no division per entry).
+// pos, rows advanced by comparison (no division per entry). The Linear layer before the neuron layer forms its
+// gradients from these and the in-band values.
 std::tuple<at::Tensor, at::Tensor> band_rows(const at::Tensor& pos, int64_t width, int64_t R) {
   check_cpu(pos, "pos");
   TORCH_CHECK(width > 0 && R >= 0, "band_rows: width must be > 0 and rows >= 0");
@@ -703,15 +704,6 @@ std::tuple<at::Tensor, at::Tensor> band_rows(const at::Tensor& pos, int64_t widt
   }
   while (r < R) rp[++r] = nnz;
   return {rowptr, cols};
-}
-
-// The same with the values gx[pos] of a compact backward's input gradient gx (the unfused path: the Linear layer
-// before the neuron layer forms its gradients from these instead of searching gx for its non-zeros).
-std::tuple<at::Tensor, at::Tensor, at::Tensor> band_csr(const at::Tensor& pos, const at::Tensor& gx, int64_t width) {
-  check_cpu(gx, "gx");
-  TORCH_CHECK(width > 0 && gx.numel() % width == 0, "band_csr: gx's size must be a multiple of width");
-  auto [rowptr, cols] = band_rows(pos, width, gx.numel() / width);
-  return {rowptr, cols, gx.reshape({-1}).index_select(0, pos)};
 }
 
 // Recurrent layer: x_t = x_ff[t] + z_{t-1} @ w^T. x_ff [T, B, H]; wt = w^T contiguous [H, H]; z0 [B, H];
@@ -945,7 +937,6 @@ TORCH_LIBRARY(spikeforge_scan, m) {
   m.def("rec_fwd(Tensor x_ff, Tensor wt, Tensor z0, Tensor p, Tensor(a!) v, Tensor(b!) aux, Tensor(c!) ref,"
         " int model, int reset, int refr, bool save) -> (Tensor, Tensor)");
   m.def("rec_wgrad(Tensor gx, Tensor z, Tensor z0) -> Tensor");
-  m.def("band_csr(Tensor pos, Tensor gx, int width) -> (Tensor, Tensor, Tensor)");
   m.def("band_rows(Tensor pos, int width, int rows) -> (Tensor, Tensor)");
   m.def("scan_bwd_band_vals(Tensor gz, Tensor pos, Tensor vhb, Tensor offsets, Tensor z, Tensor p, Tensor(a!) gv,"
         " int model, int reset, bool detach, int surr, float scale) -> Tensor");
@@ -967,7 +958,6 @@ TORCH_LIBRARY_IMPL(spikeforge_scan, CPU, m) {
   m.impl("rec_wgrad", &rec_wgrad);
   m.impl("scan_fwd_band", &scan_fwd_band);
   m.impl("scan_bwd_band", &scan_bwd_band);
-  m.impl("band_csr", &band_csr);
   m.impl("band_rows", &band_rows);
   m.impl("scan_bwd_band_vals", &scan_bwd_band_vals);
 }
