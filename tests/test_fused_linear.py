@@ -410,17 +410,35 @@ def test_layer_outputs_as_forward_runs_them(band):
         assert torch.equal(a, b) and torch.allclose(a, c, rtol=1e-5, atol=1e-7)
 
 
+def _band_net(kind: str, dtype):
+    """Networks whose ``Linear -> LIF`` pairs run sparse backward (LIF v_th 0.5, band 0.2): ``plain`` (two hidden
+    layers and a read-out), ``dropout`` (the same with dropout after each hidden layer), ``dense-next`` (the second
+    hidden layer's Linear takes the dense product: the chain ends after the first pair, its dropout applied
+    outside)."""
+    from spikeforge.nn import LI, Dropout
+
+    def band_lif():
+        return LIF(5e-3, v_th=0.5, sparse_backward=0.2)
+
+    drop = kind in ("dropout", "dense-next")
+    layers = [Linear(40, 300), band_lif(), *([Dropout(0.3)] if drop else []),
+              Linear(300, 200, sparse=False if kind == "dense-next" else "auto"), band_lif(),
+              *([Dropout(0.3)] if drop else []), Linear(200, 10), LI()]
+    return layers
+
+
 @pytest.mark.parametrize("dtype", [F32, F64])
 @pytest.mark.parametrize("compact_max", [0.1, 0.0])  # 0.0: every block crowded, the dense layout
-def test_linear_band_scan_equals_the_unfused_layers(dtype, compact_max, monkeypatch):
-    """Under ``fuse="auto"`` a ``Linear`` on sparse spikes and a LIF layer with sparse backward run as one function
-    (``fused_linear.linear_band_scan``) whose backward forms the Linear's gradients from the in-band values alone:
-    spikes, output and final state identical to the unfused layers, every gradient (weights, biases, the input of
-    the second Linear, the initial state) equal within 1e-6 relative (1e-12 in float64), in a two-hidden-layer
-    network, also when every block is crowded (the dense layout)."""
+@pytest.mark.parametrize("kind", ["plain", "dropout", "dense-next"])
+def test_band_chain_equals_the_unfused_layers(dtype, compact_max, kind, monkeypatch):
+    """Under ``fuse="auto"`` the ``Linear -> LIF`` pairs under sparse backward, the dropouts between them and the
+    read-out ``Linear`` run as one chain (``fused_linear.BandChain``) whose backward forms each layer's gradient at
+    the in-band steps of the layer below only (``csr_sddmm``) and never a dense gradient between the layers: output,
+    spikes and final states identical to the unfused layers, every gradient (weights, biases, the initial state)
+    within 1e-6 relative (1e-12 in float64), also with a gradient on the hidden spikes from outside the chain (a
+    rate penalty), with every block crowded (the dense layout), and when the chain ends early (a dense product
+    next: the dropout drawn for it is applied outside the chain)."""
     from test_sparse import _rel
-
-    from spikeforge.nn import LI
 
     if not sp._native():
         pytest.skip("sparse C++ kernels could not be built here")
@@ -429,27 +447,33 @@ def test_linear_band_scan_equals_the_unfused_layers(dtype, compact_max, monkeypa
 
     def run(fuse):
         torch.manual_seed(4)
-        net = Sequential(Linear(40, 300), LIF(5e-3, v_th=0.5, sparse_backward=0.2), Linear(300, 200),
-                         LIF(5e-3, v_th=0.5, sparse_backward=0.2), Linear(200, 10), LI(), fuse=fuse).to(dtype)
+        net = Sequential(*_band_net(kind, dtype), fuse=fuse).to(dtype)
+        lins = [m for m in net.layers if isinstance(m, Linear)]
         with torch.no_grad():
-            net[0].weight.mul_(5.0)
-            net[2].weight.mul_(5.0)
+            lins[0].weight.mul_(5.0)
+            lins[1].weight.mul_(5.0)
         s0 = net[1].init_state(torch.zeros(3, 300, dtype=dtype))
         s0 = s0._replace(v=torch.full((3, 300), 0.1, dtype=dtype, requires_grad=True))
-        calls = []
-        real = fused_linear._LinearBandScan.apply
-        monkeypatch.setattr(fused_linear._LinearBandScan, "apply", lambda *a: calls.append(1) or real(*a))
-        out, state = net(x, (None, s0, None, None, None, None))
-        out.square().sum().backward()
-        monkeypatch.setattr(fused_linear._LinearBandScan, "apply", real)
-        return out.detach(), state, [p.grad for p in net.parameters()] + [s0.v.grad], len(calls)
+        stages = []
+        real = fused_linear.BandChain.finish
+        monkeypatch.setattr(fused_linear.BandChain, "finish",
+                            lambda self: stages.append((len(self.stages), self.tail is not None)) or real(self))
+        states = [None] * len(net.layers)
+        states[1] = s0
+        torch.manual_seed(9)  # the dropout masks
+        out, state, outs = net.layer_outputs(x, tuple(states), every=False)
+        hidden = [o for m, o in zip(net.layers, outs, strict=True) if isinstance(m, LIF)]
+        (out.square().sum() + 0.1 * hidden[-1].sum()).backward()
+        monkeypatch.setattr(fused_linear.BandChain, "finish", real)
+        neurons = [k for k, m in enumerate(net.layers) if isinstance(m, LIF)]
+        return (out.detach(), [state[k].v.detach() for k in neurons], [h.detach() for h in hidden],
+                [p.grad for p in net.parameters()] + [s0.v.grad], stages)
 
-    out_f, state_f, grads_f, calls = run("auto")
-    out_u, state_u, grads_u, none = run(False)
-    assert calls == 2 and none == 0  # both Linear -> LIF pairs fused under "auto", none with fuse=False
+    out_f, v_f, h_f, grads_f, stages_f = run("auto")
+    out_u, v_u, h_u, grads_u, stages_u = run(False)
+    assert stages_f == ([(1, False)] if kind == "dense-next" else [(2, True)]) and stages_u == []
     assert torch.equal(out_f, out_u)
-    for i in (1, 3):
-        assert torch.equal(state_f[i].v.detach(), state_u[i].v.detach())
+    assert all(torch.equal(a, b) for a, b in zip(v_f + h_f, v_u + h_u, strict=True))
     tol = 1e-12 if dtype == F64 else 1e-6
     for a, b in zip(grads_f, grads_u, strict=True):
         assert _rel(a, b) < tol

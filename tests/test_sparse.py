@@ -315,6 +315,44 @@ def test_csr_kernels_equal_dense_products(path, dtype, density, weighted, shape)
         assert _rel(gw, grad.t() @ x) < tol
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("scaled", [False, True])
+@pytest.mark.parametrize("shape", [(48, 37, 300, 4), (24, 1100, 24, 8)])  # (N, I, O, B)
+def test_csr_sddmm_equals_the_input_gradient_at_the_wanted_entries(path, dtype, scaled, shape):
+    """csr_sddmm (the input gradient sampled at given entries, e.g. the in-band steps of the layer below, times a
+    dropout mask) equals csr_igrad's full product at those entries times the mask, bit for bit: rows without
+    wanted entries, rows without non-zeros, wanted counts that are not multiples of the vector width, every entry of
+    a row wanted, and the 16-lane and 8-wide paths."""
+    if path != "native":
+        pytest.skip("C++ kernels only")
+    n, i, o, b = shape
+    gen = torch.Generator().manual_seed(3)
+    grad = _sparse_grad(n, o, 0.1, dtype)
+    grad[5] = 0.0
+    nz = sp.grad_nonzeros(grad, max_density=1.0)
+    w = torch.randn(o, i, generator=gen, dtype=dtype)
+    want = torch.rand(n, i, generator=gen) < 0.3
+    want[2] = False  # no wanted entry
+    want[7] = True  # all of them
+    want[9] = False
+    want[9, :21] = True  # 21: one full vector and a tail
+    rows = want.nonzero()
+    brow = torch.zeros(n + 1, dtype=torch.int64)
+    brow[1:] = torch.cumsum(want.sum(1), 0)
+    bcols = rows[:, 1].to(torch.int32).contiguous()
+    keep = (torch.rand(b, i, generator=gen) < 0.8).to(dtype) / 0.8 if scaled else w.new_empty(0)
+    got = torch.ops.spikeforge_sparse.csr_sddmm(*nz, w, brow, bcols, keep, b)
+    full = torch.ops.spikeforge_sparse.csr_igrad(*nz, w)
+    expect = full[rows[:, 0], rows[:, 1]]
+    if scaled:
+        expect = expect * keep[rows[:, 0] % b, rows[:, 1]]
+    assert got.shape == expect.shape and torch.equal(got, expect)
+    tol = 1e-12 if dtype == torch.float64 else 1e-5
+    assert _rel(full, grad @ w) < tol
+    with pytest.raises(RuntimeError, match="brow"):
+        torch.ops.spikeforge_sparse.csr_sddmm(*nz, w, brow[:-1], bcols, keep, b)
+
+
 def _mlp(dtype, band, *, reference: bool, fuse=None):
     torch.manual_seed(11)
     kw = {} if fuse is None else {"fuse": fuse}

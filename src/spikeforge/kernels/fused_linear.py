@@ -49,9 +49,18 @@ from torch import Tensor
 from ..dynamics.common import FireSpec
 from . import cpu_scan
 from .cpu_scan import _final_state, _flat_ref, _grads_or_zeros, _prepare, _Setup, _wants_grad
-from .sparse import SparseInput, _bias_grad, _forget_nonzeros, _forward, _input_grad, _use_native, _weight_grad
+from .sparse import (
+    SparseInput,
+    _bias_grad,
+    _forget_nonzeros,
+    _forward,
+    _grad_nonzeros,
+    _input_grad,
+    _use_native,
+    _weight_grad,
+)
 
-__all__ = ["AUTO_MAX_ACTIVE", "BLOCK_COLS", "CHUNKS", "MIN_CHUNK_ROWS", "chunk_steps", "column_blocks",
+__all__ = ["AUTO_MAX_ACTIVE", "BLOCK_COLS", "CHUNKS", "BandChain", "MIN_CHUNK_ROWS", "chunk_steps", "column_blocks",
            "fused_linear_scan", "linear_band_scan"]
 
 #: chunks a sequence is cut into by default: the chunk buffers (the chunk's current and spikes, and the gradient
@@ -304,7 +313,7 @@ def _backward(ctx, gz: Tensor | None, gv: Tensor | None, gaux: Tensor | None) ->
     return gx, gw, gb, gv, (gaux if s.aux_name else None), None, None, None, None
 
 
-def _covered(x: Tensor, weight: Tensor, bias: Tensor | None, spec: FireSpec) -> bool:
+def _covered(x: Tensor, weight: Tensor, bias: Tensor | None, spec: FireSpec | None) -> bool:
     """Whether ``x [T, B, in]``, ``weight [out, in]`` and ``bias`` fit a fused CPU call (one dtype, one spike per
     step)."""
     if x.dim() != 3 or weight.dim() != 2 or x.shape[2] != weight.shape[1] or x.device.type != "cpu":
@@ -370,62 +379,263 @@ def fused_linear_scan(model: str, spec: FireSpec, params: NamedTuple, state: Nam
     return z.view(steps, batch, n_out), _final_state(setup, v, aux, ref_out, state, (batch, n_out))
 
 
-# ---- Linear -> compact sparse-backward scan ------------------------------------------------------------------------
+# ---- chains of Linear -> compact sparse-backward scan ---------------------------------------------------------------
 
-class _LinearBandScan(torch.autograd.Function):
-    """``Linear`` on sparse input followed by an IF or LIF layer under sparse backward that takes the compact scan
-    (:class:`cpu_scan._BandScanFunction`: only the in-band neuron-steps are kept). Unfused, the scan's backward
-    zero-fills a dense ``[T, B, out]`` gradient of the current and the ``Linear`` reads its non-zeros back from the
-    in-band positions; here the backward computes only the in-band values (C++ ``scan_bwd_band_vals``), lays them
-    over the rows of the current (``band_rows``) and forms the ``Linear``'s input, weight and bias gradients from
-    them (``csr_igrad``, ``csr_wgrad_outer``, ``csr_colsum``): no tensor of the current's size in the backward, and
-    none kept from the forward. When a block of neurons is crowded (more than ``cpu_scan.BAND_SCAN_MAX`` of its
-    steps in the band) it runs the dense layout, as the unfused path does. Results equal the unfused path."""
+class _Stage:
+    """One ``Linear -> IF/LIF`` of a :class:`BandChain` (the neuron layer under sparse backward, compact scan): its
+    input's non-zeros, parameters and flat state, and its forward's results (spikes ``z [T, N]``, final membrane,
+    the scan's saved tensors: compact ``(pos, vhb, offsets)`` or dense ``(vh,)``), plus the dropout factor applied
+    to its spikes (``keep [B, out]``) when the next stage or the tail reads them."""
 
-    @staticmethod
-    def forward(ctx, x2, weight, bias, v0, table, setup, active):  # type: ignore[override]
-        cur = _forward(active, weight, bias)  # [T * B, out]: the current, a temporary (the dense layout's membrane)
-        z, v, saved = cpu_scan._band_forward(cur.view(-1, v0.numel()), v0, table, setup, True)
-        ctx.setup, ctx.active, ctx.compact = setup, active, len(saved) == 3
-        ctx.save_for_backward(weight, table, z, *saved)
-        return z, v
+    __slots__ = ("active", "weight", "bias", "v0", "table", "setup", "n_out", "z", "z_view", "v", "saved", "keep",
+                 "finish")
 
-    @staticmethod
-    def backward(ctx, gz, gv):  # type: ignore[override]
-        s, active = ctx.setup, ctx.active
-        weight, table, z, *saved = ctx.saved_tensors
-        gz = z.new_zeros(()).expand(z.shape) if gz is None else gz
-        gv = _grads_or_zeros(gv, z[0])
-        need_x, need_w, need_b = ctx.needs_input_grad[:3]
-        rows, n_out = active.shape[0], weight.shape[0]
-        gx = gw = gb = None
+    @property
+    def compact(self) -> bool:
+        return len(self.saved) == 3
+
+
+class BandChain:
+    """``Linear -> IF/LIF [-> Dropout] -> Linear -> IF/LIF ... [-> Dropout -> Linear]`` under sparse backward, on the
+    CPU, whose backward never forms a dense gradient between the layers (:class:`_BandChainFunction`).
+
+    Unfused, each ``Linear``'s backward forms the whole input gradient ``g W`` (``[T * B, in]``), a dropout
+    multiplies all of it by its mask, and the sparse-backward scan below reads it back at its in-band neuron-steps
+    only (a few percent). Here the scan's in-band values are formed directly: the gradient reaching a layer's spikes
+    is computed at the in-band positions of that layer alone, as a sampled product (``csr_sddmm``: for each wanted
+    ``(sample, neuron)`` the non-zeros of the row of the gradient above times the column of ``W``), times the
+    dropout mask there, and handed to the scan's backward as ``[nnz]`` values (``scan_bwd_band_vals``). Each
+    stage's weight and bias gradients come from its in-band values (``csr_wgrad_outer``, ``csr_colsum``); a
+    crowded block (more than ``cpu_scan.BAND_SCAN_MAX`` of its steps in the band) runs the dense layout for its
+    stage, which then receives and passes dense gradients. An optional tail ``Linear`` (e.g. the read-out) on the
+    last stage's (dropped-out) spikes ends the chain; its input gradient is sampled the same way.
+
+    Built by :class:`spikeforge.nn.Sequential` one layer at a time (the next layer's input, and so whether it can
+    join, is known only after the forward of the layers before): :meth:`add_stage`, :meth:`drop`, :meth:`set_input`,
+    :meth:`add_tail`, then :meth:`finish`, which records the whole chain as one autograd function. Spikes, states
+    and outputs equal the unfused layers bit for bit; so do the sampled gradients (each is ``csr_igrad``'s sum at
+    that position, times the mask); weight gradients equal the unfused fused pairs' (:func:`linear_band_scan`).
+    """
+
+    def __init__(self, x: Tensor, active: SparseInput) -> None:
+        self.steps, self.batch = x.shape[:2]
+        self.x2 = x.reshape(self.steps * self.batch, x.shape[2])
+        self.active: SparseInput | None = active  # non-zeros of the next stage's input
+        self.top = x.detach()  # the next layer's input, [T, B, n], no graph
+        self.stages: list[_Stage] = []
+        self.tail: tuple | None = None  # (weight, bias, active, current)
+
+    def add_stage(self, model: str, spec: FireSpec, params: NamedTuple, state: NamedTuple, weight: Tensor,
+                  bias: Tensor | None, sparse_backward: float | None) -> bool:
+        """Run ``Linear(top) -> neuron`` (the non-zeros of ``top`` set by :meth:`set_input` or the constructor) and
+        make its spikes the new top; False (nothing run) when the case is not covered: not the compact
+        sparse-backward scan, no non-zeros, non-CPU tensors, refractoriness, kernels not built, or (first stage) no
+        gradient recorded."""
+        active, x = self.active, self.top
+        if active is None:
+            return False
+        if not cpu_scan.compact_band(model, spec, sparse_backward) or not _covered(x, weight, bias, spec):
+            return False
+        steps, batch, n_in = x.shape
+        n_out = weight.shape[0]
+        if not _use_native(weight, n_in):
+            return False
+        like = weight.new_zeros(()).expand(steps, batch, n_out)
+        prep = _prepare(model, spec, params, state, like, sparse_backward)
+        if prep is None or not cpu_scan.build():
+            return False
+        setup, table, v0, aux0, ref = prep
+        n = batch * n_out
+        rf = _flat_ref(ref, n)
+        if rf.numel() > 0 or (not self.stages and not _wants_grad(self.x2, weight, bias, v0)):
+            return False
+        st = _Stage()
+        st.active, st.weight, st.bias, st.table, st.setup, st.n_out = active, weight, bias, table, setup, n_out
+        st.v0, st.keep = v0.reshape(n).contiguous(), None
+        af = aux0.expand(batch, n_out).reshape(n).contiguous()
+        st.finish = lambda v: _final_state(setup, v, af, rf, state, (batch, n_out))
         with torch.no_grad():
-            if ctx.compact:
-                pos, vhb, offsets = saved
-                vals = torch.ops.spikeforge_scan.scan_bwd_band_vals(gz, pos, vhb, offsets, z, table, gv, s.code,
-                                                                    s.reset, s.detach, s.surr, s.scale)
-                nz = (*torch.ops.spikeforge_scan.band_rows(pos, n_out, rows), vals)
-                if need_x:
-                    gx = torch.ops.spikeforge_sparse.csr_igrad(*nz, weight.detach().contiguous())
-                if need_w:
-                    xv = weight.new_empty(0) if active.values is None else active.values.contiguous()
-                    gw = torch.ops.spikeforge_sparse.csr_wgrad_outer(*nz, active.index, xv, n_out, active.shape[1])
-                if need_b:
-                    gb = torch.ops.spikeforge_sparse.csr_colsum(*nz, n_out)
-            else:
-                g = cpu_scan._band_dense_backward(gz, saved[0], z, table, s, gv).view(rows, n_out)
-                gx = _input_grad(g, weight) if need_x else None
-                gw = _weight_grad(active, g) if need_w else None
-                gb = _bias_grad(g) if need_b else None
+            cur = _forward(active, weight, bias)  # [T * B, out]: the current, a temporary (the dense layout's membrane)
+            st.z, st.v, st.saved = cpu_scan._band_forward(cur.view(-1, n), st.v0, table, setup, True)
+        st.z_view = st.z.view(steps, batch, n_out)
+        self.stages.append(st)
+        self.top, self.active = st.z_view, None
+        return True
+
+    def drop(self, keep: Tensor | None) -> Tensor:
+        """Apply a dropout factor ``keep [B, out]`` (:meth:`spikeforge.nn.Dropout.keep_mask`; None: identity) to the
+        last stage's spikes; returns the new top."""
+        if keep is not None:
+            st = self.stages[-1]
+            st.keep = keep.contiguous()
+            self.top = st.z_view * st.keep
+        return self.top
+
+    def set_input(self, active: SparseInput | None) -> None:
+        """The non-zeros of ``top`` (``Linear.route``), for the next stage or the tail."""
+        self.active = active
+
+    def add_tail(self, weight: Tensor, bias: Tensor | None) -> bool:
+        """End the chain with ``Linear(top)`` (its output leaves the chain as a current); False when not covered."""
+        x, active = self.top, self.active
+        if not self.stages or active is None or not _covered(x, weight, bias, None):
+            return False
+        if not _use_native(weight, x.shape[2]):
+            return False
+        with torch.no_grad():
+            cur = _forward(active, weight, bias)
+        self.tail = (weight, bias, active, cur)
+        return True
+
+    def finish(self) -> tuple[list[tuple[Tensor, NamedTuple]], Tensor | None]:
+        """Record the chain as one autograd function: ``([(spikes [T, B, out], final state) per stage], tail
+        current [T, B, out] or None)``."""
+        inputs: list = []
+        for st in self.stages:
+            inputs += [st.weight, st.bias, st.v0]
+        if self.tail is not None:
+            inputs += [self.tail[0], self.tail[1]]
+        outs = _BandChainFunction.apply(self, self.x2, *inputs)
+        steps, batch = self.steps, self.batch
+        results = []
+        for k, st in enumerate(self.stages):
+            z, v = outs[2 * k], outs[2 * k + 1]
+            results.append((z.view(steps, batch, st.n_out), st.finish(v)))
+        tail = outs[-1].view(steps, batch, -1) if self.tail is not None else None
+        return results, tail
+
+
+def _rows(st: _Stage, rows: int) -> tuple[Tensor, Tensor]:
+    """A compact stage's in-band entries as a CSR without values over its ``[T * B, out]`` current."""
+    return torch.ops.spikeforge_scan.band_rows(st.saved[0], st.n_out, rows)
+
+
+def _sampled(nz: tuple[Tensor, Tensor, Tensor], weight: Tensor, below: _Stage, rows: tuple[Tensor, Tensor],
+             batch: int) -> Tensor:
+    """The gradient ``(g W) * keep`` at the in-band entries of the stage below (``rows``), from the non-zeros
+    ``nz`` of ``g``."""
+    keep = weight.new_empty(0) if below.keep is None else below.keep
+    return torch.ops.spikeforge_sparse.csr_sddmm(*nz, weight.detach().contiguous(), *rows, keep, batch)
+
+
+def _dense_below(g_nz: tuple | None, g: Tensor | None, weight: Tensor, below: _Stage, batch: int) -> Tensor:
+    """The gradient ``(g W) * keep`` in full, ``[T * B, in]``."""
+    if g_nz is not None:
+        gx = torch.ops.spikeforge_sparse.csr_igrad(*g_nz, weight.detach().contiguous())
+    else:
+        gx = g @ weight.detach()
+    if below.keep is not None:
+        gx = (gx.view(-1, batch, below.n_out) * below.keep).view(gx.shape)
+    return gx
+
+
+class _BandChainFunction(torch.autograd.Function):
+    """The backward of a :class:`BandChain` (its forward ran in the builder; this records it). Inputs: the chain's
+    input ``[T * B, in]`` and per stage ``weight, bias, v0``, then the tail's ``weight, bias``; outputs: per stage
+    the spikes ``[T, N]`` and the final membrane ``[N]``, then the tail's current ``[T * B, out]``."""
+
+    @staticmethod
+    def forward(ctx, chain, x2, *inputs):  # type: ignore[override]
+        ctx.chain = chain
+        ctx.set_materialize_grads(False)  # outputs without a gradient (most spikes, states) arrive as None
+        outs = []
+        for st in chain.stages:
+            outs += [st.z, st.v]
+        if chain.tail is not None:
+            outs.append(chain.tail[3])
+        weights = [st.weight for st in chain.stages] + ([chain.tail[0]] if chain.tail is not None else [])
+        ctx.save_for_backward(*weights)  # the version check: the weights must not change before the backward
+        return tuple(outs)
+
+    @staticmethod
+    def backward(ctx, *grads):  # type: ignore[override]
+        chain: BandChain = ctx.chain
+        ctx.saved_tensors  # noqa: B018 (raises if a weight was modified in place)
+        stages, batch = chain.stages, chain.batch
+        rows = chain.x2.shape[0]
+        need = ctx.needs_input_grad
+        out: list = [None] * (2 + 3 * len(stages) + (2 if chain.tail is not None else 0))
+        band_rows: dict[int, tuple[Tensor, Tensor]] = {}
+
+        def rows_of(k: int) -> tuple[Tensor, Tensor]:
+            if k not in band_rows:
+                band_rows[k] = _rows(stages[k], rows)
+            return band_rows[k]
+
+        def plus_external(k: int, g: Tensor, compact: bool) -> Tensor:
+            """Add the gradient the spikes of stage k received from outside the chain (e.g. a rate penalty)."""
+            ext = grads[2 * k]
+            if ext is None:
+                return g
+            ext = ext.reshape(-1)
+            return g + (ext.index_select(0, stages[k].saved[0]) if compact else ext.view(g.shape))
+
+        def incoming(k: int, g_nz, g, weight) -> tuple[Tensor, bool]:
+            """The gradient reaching stage k's spikes from the layer above (``g``/its non-zeros, ``weight``):
+            ``([nnz] at its in-band entries, True)`` for a compact stage, else ``([T, N], False)``."""
+            below = stages[k]
+            if below.compact and g_nz is not None:
+                return plus_external(k, _sampled(g_nz, weight, below, rows_of(k), batch), True), True
+            dense = _dense_below(g_nz, g, weight, below, batch).view(below.z.shape)
+            return plus_external(k, dense, False), False
+
+        with torch.no_grad():
+            top = len(stages) - 1
+            if chain.tail is not None and grads[-1] is not None:
+                w_t, b_t, active_t, _ = chain.tail
+                g = grads[-1].contiguous()
+                base = 2 + 3 * len(stages)
+                if need[base]:
+                    out[base] = _weight_grad(active_t, g)
+                if need[base + 1]:
+                    out[base + 1] = _bias_grad(g)
+                g_nz = _grad_nonzeros(g)
                 _forget_nonzeros()
-        return gx, gw, gb, gv, None, None, None
+                gz, compact = incoming(top, g_nz, g, w_t)
+            else:
+                gz = grads[2 * top]
+                st = stages[top]
+                gz, compact = (st.z.new_zeros(()).expand(st.z.shape) if gz is None else gz), False
+            for k in range(top, -1, -1):
+                st, s = stages[k], stages[k].setup
+                gv = _grads_or_zeros(grads[2 * k + 1], st.z[0])
+                base = 2 + 3 * k
+                if st.compact:
+                    pos, vhb, offsets = st.saved
+                    vals = torch.ops.spikeforge_scan.scan_bwd_band_vals(gz, pos, vhb, offsets, st.z, st.table, gv,
+                                                                        s.code, s.reset, s.detach, s.surr, s.scale)
+                    nz, g = (*rows_of(k), vals), None
+                    if need[base]:
+                        xv = st.weight.new_empty(0) if st.active.values is None else st.active.values.contiguous()
+                        out[base] = torch.ops.spikeforge_sparse.csr_wgrad_outer(*nz, st.active.index, xv, st.n_out,
+                                                                                st.active.shape[1])
+                    if need[base + 1] and st.bias is not None:
+                        out[base + 1] = torch.ops.spikeforge_sparse.csr_colsum(*nz, st.n_out)
+                else:
+                    if compact:  # cannot happen: a dense stage is always handed a dense gradient
+                        raise AssertionError("band chain: compact gradient for a dense stage")
+                    g = cpu_scan._band_dense_backward(gz.contiguous(), st.saved[0], st.z, st.table, s,
+                                                      gv).view(rows, st.n_out)
+                    if need[base]:
+                        out[base] = _weight_grad(st.active, g)
+                    if need[base + 1] and st.bias is not None:
+                        out[base + 1] = _bias_grad(g)
+                    nz = _grad_nonzeros(g)
+                    _forget_nonzeros()
+                out[base + 2] = gv if need[base + 2] else None
+                if k > 0:
+                    gz, compact = incoming(k - 1, nz, g, st.weight)
+                elif need[1]:
+                    out[1] = (torch.ops.spikeforge_sparse.csr_igrad(*nz, st.weight.detach().contiguous())
+                              if nz is not None else g @ st.weight.detach())
+        return tuple(out)
 
 
 def linear_band_scan(model: str, spec: FireSpec, params: NamedTuple, state: NamedTuple, x: Tensor, weight: Tensor,
                      bias: Tensor | None, *, active: SparseInput | None,
                      sparse_backward: float | None) -> tuple[Tensor, NamedTuple] | None:
     """``Linear(x)`` followed by an IF or LIF layer under sparse backward (no refractoriness), on the CPU, with the
-    backward formed from the in-band steps only (:class:`_LinearBandScan`).
+    backward formed from the in-band steps only: a :class:`BandChain` of one stage.
 
     Args:
         model, spec, params, state, sparse_backward: as :func:`spikeforge.kernels.cpu_scan.fused_scan`.
@@ -438,24 +648,10 @@ def linear_band_scan(model: str, spec: FireSpec, params: NamedTuple, state: Name
         scan, no non-zeros given, no gradient recorded, non-CPU tensors, kernels not built), so that the caller
         runs the layers one after the other.
     """
-    if active is None or not cpu_scan.compact_band(model, spec, sparse_backward):
+    if active is None or x.dim() != 3:
         return None
-    if not _covered(x, weight, bias, spec):
+    chain = BandChain(x, active)
+    if not chain.add_stage(model, spec, params, state, weight, bias, sparse_backward):
         return None
-    steps, batch, n_in = x.shape
-    n_out = weight.shape[0]
-    if not _use_native(weight, n_in):
-        return None
-    like = weight.new_zeros(()).expand(steps, batch, n_out)
-    prep = _prepare(model, spec, params, state, like, sparse_backward)
-    if prep is None or not cpu_scan.build():
-        return None
-    setup, table, v0, aux0, ref = prep
-    n = batch * n_out
-    rf = _flat_ref(ref, n)
-    if rf.numel() > 0 or not _wants_grad(x, weight, bias, v0):
-        return None
-    vf = v0.reshape(n).contiguous()
-    z, v = _LinearBandScan.apply(x.reshape(steps * batch, n_in), weight, bias, vf, table, setup, active)
-    af = aux0.expand(batch, n_out).reshape(n).contiguous()
-    return z.view(steps, batch, n_out), _final_state(setup, v, af, rf, state, (batch, n_out))
+    (result,), _ = chain.finish()
+    return result

@@ -223,12 +223,17 @@ class Dropout(SNNModule):
 
     def forward(self, x: Tensor, state: None = None) -> tuple[Tensor, None]:
         check_sequence("x", x)
+        keep = self.keep_mask(x)
+        return (x, None) if keep is None else (x * keep, None)
+
+    def keep_mask(self, x: Tensor) -> Tensor | None:
+        """This call's factor ``[B, *features]`` for ``x [T, B, *features]`` (0 where dropped, ``1/(1-p)`` where
+        kept; drawn from torch's generator), or None where the layer is the identity (eval mode, ``p = 0``)."""
         if not self.training or self.p == 0.0:
-            return x, None
+            return None
         if self.p == 1.0:
-            return x * 0.0, None
-        keep = (x.new_empty(x.shape[1:]).bernoulli_(1.0 - self.p)) / (1.0 - self.p)
-        return x * keep, None
+            return x.new_zeros(x.shape[1:])
+        return (x.new_empty(x.shape[1:]).bernoulli_(1.0 - self.p)) / (1.0 - self.p)
 
     def extra_repr(self) -> str:
         return f"p={self.p}"

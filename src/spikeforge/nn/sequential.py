@@ -16,7 +16,7 @@ from torch.nn.modules import module as torch_module
 from ..core.checks import SpikeforgeError, describe
 from ..kernels import cpu_scan, fused_linear
 from .base import SNNModule, check_sequence
-from .layers import Linear, TimeDistributed
+from .layers import Dropout, Linear, TimeDistributed
 from .neurons import Neuron
 
 __all__ = ["Sequential"]
@@ -53,6 +53,11 @@ def _drop(_: Any) -> None:
     """Where :meth:`Sequential._run` records no outputs."""
 
 
+def _linear(layer: nn.Module) -> bool:
+    """A :class:`~spikeforge.nn.Linear` running its own forward, without hooks (fusable with what follows)."""
+    return isinstance(layer, Linear) and type(layer).forward is Linear.forward and not _any_hooks(layer)
+
+
 def _fusable(lin: nn.Module, neuron: nn.Module) -> bool:
     """Whether the pair can run as one fused ``Linear -> neuron`` call at all (before looking at the input)."""
     return (isinstance(lin, Linear) and type(lin).forward is Linear.forward
@@ -84,8 +89,10 @@ class Sequential(SNNModule):
               Inference, dense inputs, wide busy inputs and short sequences run unfused (one product over all
               steps, fewest passes). A neuron layer that takes the compact sparse-backward scan (``IF``/``LIF``
               with ``sparse_backward``, no refractoriness) is instead fused, unchunked, with a ``Linear`` on sparse
-              input whenever a gradient is recorded: its backward forms the ``Linear``'s gradients from the
-              in-band steps alone (:func:`~spikeforge.kernels.fused_linear.linear_band_scan`).
+              input whenever a gradient is recorded, and such pairs, the ``Dropout`` layers between them and a
+              last ``[Dropout ->] Linear`` (the read-out) run as one chain
+              (:class:`~spikeforge.kernels.fused_linear.BandChain`) whose backward forms each gradient only at
+              the in-band steps of the layer below, never a dense gradient between the layers.
             * ``True``: whenever the pair is covered on CPU, also for inference and dense inputs (the dense product
               per chunk may round differently from one product over all steps).
             * ``False``: never.
@@ -181,6 +188,10 @@ class Sequential(SNNModule):
             layer, s = layers[i], states[i]
             if i + 1 < len(layers) and self.fuse is not False and _fusable(layer, layers[i + 1]):
                 route = layer.route(x)
+                chained = self._chain(i, x, route, states, new, keep)
+                if chained is not None:
+                    x, i, owned = chained
+                    continue
                 fused = self._fused(layer, layers[i + 1], x, route, states[i + 1])
                 if fused is not None:
                     x, s_next = fused
@@ -209,6 +220,99 @@ class Sequential(SNNModule):
             i += 1
         return x, tuple(new)
 
+    def _band(self, lin: nn.Module, neuron: nn.Module) -> bool:
+        """Whether ``fuse="auto"`` runs the pair as a stage of a band chain (the neuron layer takes the compact
+        sparse-backward scan), given a sparse input and a recorded gradient."""
+        return (self.fuse == "auto" and _fusable(lin, neuron)
+                and cpu_scan.compact_band(neuron.kernel, neuron.fire_spec, neuron.sparse_backward))
+
+    def _chain(self, i: int, x: Tensor, route, states: tuple, new: list,
+               keep) -> tuple[Tensor, int, bool] | None:
+        """Run ``layers[i:]`` as a :class:`~spikeforge.kernels.fused_linear.BandChain` when ``layers[i]`` and
+        ``layers[i + 1]`` form a band stage: then as many further ``[Dropout ->] Linear -> IF/LIF`` stages as join
+        (the next ``Linear``'s input is known only after the forward of the stage before) and, last, a ``[Dropout
+        ->] Linear`` whose output leaves the chain as a current. Appends the layers' states and outputs (None for
+        the ``Linear`` and ``Dropout`` layers inside the chain) and returns ``(output, next layer, owned)``; None when
+        the pair is not a band stage here (nothing run)."""
+        layers = self.layers
+        if route is None or route[1] is None or x.device.type != "cpu" or not self._band(layers[i], layers[i + 1]):
+            return None
+        if not _needs_grad(x, layers[i], states[i + 1]):
+            return None
+        chain = fused_linear.BandChain(x, route[1])
+        j, pending = i, None  # pending: (Dropout mask, position of the next Linear) drawn for a Linear not yet joined
+        while True:
+            lin, neuron = layers[j], layers[j + 1]
+            like = lin.weight.new_zeros(()).expand(x.shape[1], lin.module.out_features)  # one step of the current
+            state = states[j + 1] if states[j + 1] is not None else neuron.init_state(like)
+            if not chain.add_stage(neuron.kernel, neuron.fire_spec, neuron.params(like), state, lin.weight,
+                                   lin.bias, neuron.sparse_backward):
+                if j == i:
+                    return None
+                break
+            pending = None
+            j += 2
+            k = j + 1 if j < len(layers) and self._plain_dropout(layers[j]) else j
+            if k >= len(layers) or not _linear(layers[k]):
+                break
+            drop = layers[j] if k > j else None
+            mask = drop.keep_mask(chain.top) if drop is not None else None
+            nxt = layers[k].route(chain.drop(mask))
+            pending = (mask, k)
+            chain.set_input(None if nxt is None else nxt[1])
+            if nxt is None or nxt[1] is None:
+                break
+            if k + 1 < len(layers) and self._band(layers[k], layers[k + 1]):
+                j = k
+                continue
+            if k + 1 < len(layers) and self._fused_kind(layers[k], layers[k + 1], chain.top, nxt[1]) == "chunk":
+                break  # the Linear and the layer after it run fused in time chunks, for their memory
+            if chain.add_tail(layers[k].weight, layers[k].bias):
+                pending = None
+                j = k + 1
+            break
+        results, tail = chain.finish()
+        k = i  # states and outputs of the layers the chain ran: Linear (None), neuron, Dropout between stages (None)
+        for r, (z, s) in enumerate(results):
+            new += [None, s]
+            keep(None)
+            keep(z)
+            k += 2
+            if (r + 1 < len(results) or tail is not None) and self._plain_dropout(layers[k]):
+                new.append(None)
+                keep(None)
+                k += 1
+        if tail is not None:
+            new.append(None)
+            keep(tail)
+            return tail, k + 1, True
+        x = results[-1][0]
+        if pending is not None and pending[1] > k:  # a Dropout drawn for a Linear that did not join: applied here
+            x = x if pending[0] is None else x * pending[0]
+            new.append(None)
+            keep(x)
+            k += 1
+        return x, k, False
+
+    @staticmethod
+    def _plain_dropout(layer: nn.Module) -> bool:
+        """A :class:`~spikeforge.nn.Dropout` whose call a band chain may take over (no hooks, its own forward)."""
+        return isinstance(layer, Dropout) and type(layer).forward is Dropout.forward and not _any_hooks(layer)
+
+    def _fused_kind(self, lin: Linear, neuron: nn.Module, x: Tensor, active) -> str | None:
+        """What ``_fused`` would run for this pair on a sparse input: ``"band"``, ``"chunk"`` or None."""
+        if not _fusable(lin, neuron):
+            return None
+        if self._band(lin, neuron):
+            return "band"
+        if self.fuse == "auto":
+            if active is None or active.index.numel() > fused_linear.AUTO_MAX_ACTIVE * active.shape[0]:
+                return None
+            steps = x.shape[0]
+            if (self.chunk_steps or fused_linear.chunk_steps(steps, x.shape[1], x.shape[2])) >= steps:
+                return None
+        return "chunk"
+
     def _fused(self, lin: Linear, neuron: Neuron, x: Tensor, route, state: Any) -> tuple[Tensor, Any] | None:
         """Run ``lin`` and ``neuron`` as one fused call when the policy (class doc) picks it; else None."""
         if route is None or x.device.type != "cpu":
@@ -217,7 +321,7 @@ class Sequential(SNNModule):
         # the compact sparse-backward scan keeps only its in-band steps; fused with the Linear, its backward forms
         # the Linear's gradients from them without a dense gradient of the current (not chunked: nothing of the
         # current's size is kept anyway)
-        band = self.fuse == "auto" and cpu_scan.compact_band(neuron.kernel, neuron.fire_spec, neuron.sparse_backward)
+        band = self._band(lin, neuron)
         if self.fuse == "auto" and (active is None or not _needs_grad(x, lin, state)):
             return None  # dense (one GEMM over all steps is faster), or no graph to keep memory for
         if self.fuse == "auto" and not band:
@@ -245,8 +349,12 @@ class Sequential(SNNModule):
             every: True: each layer runs on its own and every output is held. False: the layers run as
                 :meth:`forward` runs them (donated buffers, fused ``Linear -> neuron`` pairs; what training
                 needs, with the memory and speed of ``forward``), and the output of a ``Linear`` whose current is
-                never held or whose buffer went to the neuron layer after it is None; every other output, the
-                neuron layers' among them, is there.
+                never held or whose buffer went to the neuron layer after it is None, as is a ``Dropout``'s inside
+                a band chain (``fuse``); every other output, the neuron layers' among them, is there. The hidden
+                spikes of a band chain are outputs of one autograd function: a gradient a loss sends to them
+                (e.g. a rate penalty) is exact, but the gradient that autograd reports *for* them
+                (``torch.autograd.grad``, tensor hooks) is only the part that reaches them from outside the chain;
+                use ``every=True`` or ``fuse=False`` to inspect it.
         """
         check_sequence("x", x)
         if not every:

@@ -609,7 +609,12 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> scan_fwd_band(const a
 at::Tensor bwd_band_impl(const at::Tensor& gz, const at::Tensor& pos, const at::Tensor& vhb, const at::Tensor& offsets,
                          const at::Tensor& z, const at::Tensor& p, at::Tensor gv, at::Tensor out, int64_t model,
                          int64_t reset, bool detach, int64_t surr, double scale, bool vals) {
-  TORCH_CHECK(gz.device().is_cpu() && gz.dim() == 2, "spikeforge scan: gz must be a [T, N] CPU tensor");
+  // gz [nnz] (1-D, contiguous): the output gradient at the in-band entries only, in the order of pos (a caller that
+  // formed just those, e.g. kernels/fused_linear.py's chain of layers); else [T, N]
+  const bool gz_compact = gz.dim() == 1;
+  TORCH_CHECK(gz.device().is_cpu() &&
+                  (gz.dim() == 2 || (gz_compact && gz.numel() == pos.numel() && gz.is_contiguous())),
+              "spikeforge scan: gz must be a [T, N] CPU tensor or the [nnz] values at pos");
   check_cpu(pos, "pos");
   check_cpu(vhb, "vhb");
   check_cpu(offsets, "offsets");
@@ -617,13 +622,14 @@ at::Tensor bwd_band_impl(const at::Tensor& gz, const at::Tensor& pos, const at::
   check_cpu(gv, "gv");
   TORCH_CHECK(model == IF || model == LIF, "scan_bwd_band: IF or LIF only");
   const int64_t T = z.size(0), N = z.size(1), nb = (N + kBlock - 1) / kBlock;
-  TORCH_CHECK(offsets.numel() == T * nb + 1 && gz.size(0) == T && gz.size(1) == N, "scan_bwd_band: shapes");
+  TORCH_CHECK(offsets.numel() == T * nb + 1 && (gz_compact || (gz.size(0) == T && gz.size(1) == N)),
+              "scan_bwd_band: shapes");
   if (!vals && out.numel() > 0) {
     check_cpu(out, "out");
     TORCH_CHECK(out.sizes() == z.sizes() && out.scalar_type() == z.scalar_type(), "scan_bwd_band: out must be like z");
   }
   auto gx = vals ? at::empty({pos.numel()}, z.options()) : out.numel() > 0 ? out : at::empty({T, N}, z.options());
-  const int64_t gst = gz.stride(0), gsn = gz.stride(1);
+  const int64_t gst = gz_compact ? 0 : gz.stride(0), gsn = gz_compact ? 0 : gz.stride(1);
   BCfg c{model, reset, 0, surr, detach, scale, 0.0};
   AT_DISPATCH_FLOATING_TYPES(z.scalar_type(), "spikeforge_scan_bwd_band", [&] {
     using S = scalar_t;
@@ -652,7 +658,7 @@ at::Tensor bwd_band_impl(const at::Tensor& gz, const at::Tensor& pos, const at::
               // whose entries at these scattered positions are mostly out of cache by now
               const S zq = d > S(0) ? S(1) : S(0);
               gxp[vals ? k : q] = step_bwd<S, m(), r(), false>(detach, pp, N, j, h, zq, true, sg,
-                                                               gzp[t * gst + j * gsn], g, ga);
+                                                               gzp[gz_compact ? k : t * gst + j * gsn], g, ga);
               gvp[j] = g;
               last[j - jb] = t;
             }
