@@ -12,6 +12,13 @@ Yin-Yang; Fashion-MNIST with
     python bench/sparse_backward.py --epochs 0 --mlp-bands 0.1 0.2 0.3 --json bench/results/sparse_backward_timings.json
     python bench/sparse_backward.py --no-timings --config src/spikeforge/configs/fashion-mnist.yaml --epochs 4 \
         --seeds 2 --train-bands 0.5 1.0 --threads 1 --json bench/results/sparse_backward_fashion_mnist.json
+
+The issue's comparison (``bench/results/sparse_backward_deep.json``): train ``configs/fashion-mnist-deep.yaml``
+exactly and ``configs/fashion-mnist-deep-sparse.yaml`` (band 0.46), then time a training step of each on its own
+weights::
+
+    python bench/sparse_backward.py --no-timings --epochs 0 --threads 1 --repeats 11 --band 0.46 \
+        --pair EXACT/last.pt SPARSE/last.pt
 """
 
 from __future__ import annotations

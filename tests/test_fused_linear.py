@@ -478,3 +478,37 @@ def test_band_chain_equals_the_unfused_layers(dtype, compact_max, kind, monkeypa
     for a, b in zip(grads_f, grads_u, strict=True):
         assert _rel(a, b) < tol
     assert float(grads_f[0].abs().max()) > 0 and float(grads_f[-1].abs().max()) > 0
+
+
+def test_band_chain_frees_its_tensors_after_the_step(monkeypatch):
+    """A band chain holds no reference to its own outputs: once a training step's graph and outputs are gone the
+    chain and every tensor it kept are freed by reference counting alone (an output -> autograd node -> chain ->
+    output cycle is invisible to the garbage collector and leaked each step's tensors, until memory ran out)."""
+    import gc
+    import weakref
+
+    if not sp._native():
+        pytest.skip("sparse C++ kernels could not be built here")
+    x = _spikes(14, 3, 40, density=0.1, dtype=F32)
+    torch.manual_seed(4)
+    net = Sequential(*_band_net("dropout", F32))
+    with torch.no_grad():
+        net[0].weight.mul_(5.0)
+        net[3].weight.mul_(5.0)
+    chains = []
+    real = fused_linear.BandChain.finish
+    monkeypatch.setattr(fused_linear.BandChain, "finish", lambda self: chains.append(weakref.ref(self)) or real(self))
+
+    def step():
+        out, _, outs = net.layer_outputs(x, every=False)
+        spikes = weakref.ref(outs[1])
+        out.square().sum().backward()
+        return spikes
+
+    gc.disable()
+    try:
+        spikes = step()
+        assert len(chains) == 1
+        assert chains[0]() is None and spikes() is None
+    finally:
+        gc.enable()

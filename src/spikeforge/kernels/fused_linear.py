@@ -501,6 +501,7 @@ class BandChain:
         for k, st in enumerate(self.stages):
             z, v = outs[2 * k], outs[2 * k + 1]
             results.append((z.view(steps, batch, st.n_out), st.finish(v)))
+            st.finish = None
         tail = outs[-1].view(steps, batch, -1) if self.tail is not None else None
         return results, tail
 
@@ -544,13 +545,22 @@ class _BandChainFunction(torch.autograd.Function):
         if chain.tail is not None:
             outs.append(chain.tail[3])
         weights = [st.weight for st in chain.stages] + ([chain.tail[0]] if chain.tail is not None else [])
-        ctx.save_for_backward(*weights)  # the version check: the weights must not change before the backward
+        # the weights for the version check (they must not change before the backward), the spikes for their shape;
+        # the chain (held by ctx) must not hold the outputs itself: output -> node -> ctx -> chain -> output is a
+        # cycle that the garbage collector cannot see through the node, and every step would leak its tensors
+        ctx.n_weights = len(weights)
+        ctx.save_for_backward(*weights, *[st.z for st in chain.stages])
+        for st in chain.stages:
+            st.z = st.z_view = st.v = None
+        chain.top = None
+        if chain.tail is not None:
+            chain.tail = (*chain.tail[:3], None)
         return tuple(outs)
 
     @staticmethod
     def backward(ctx, *grads):  # type: ignore[override]
         chain: BandChain = ctx.chain
-        ctx.saved_tensors  # noqa: B018 (raises if a weight was modified in place)
+        zs = ctx.saved_tensors[ctx.n_weights:]  # (raises if a weight was modified in place)
         stages, batch = chain.stages, chain.batch
         rows = chain.x2.shape[0]
         need = ctx.needs_input_grad
@@ -576,7 +586,7 @@ class _BandChainFunction(torch.autograd.Function):
             below = stages[k]
             if below.compact and g_nz is not None:
                 return plus_external(k, _sampled(g_nz, weight, below, rows_of(k), batch), True), True
-            dense = _dense_below(g_nz, g, weight, below, batch).view(below.z.shape)
+            dense = _dense_below(g_nz, g, weight, below, batch).view(zs[k].shape)
             return plus_external(k, dense, False), False
 
         with torch.no_grad():
@@ -595,14 +605,15 @@ class _BandChainFunction(torch.autograd.Function):
             else:
                 gz = grads[2 * top]
                 st = stages[top]
-                gz, compact = (st.z.new_zeros(()).expand(st.z.shape) if gz is None else gz), False
+                gz, compact = (zs[top].new_zeros(()).expand(zs[top].shape) if gz is None else gz), False
             for k in range(top, -1, -1):
                 st, s = stages[k], stages[k].setup
-                gv = _grads_or_zeros(grads[2 * k + 1], st.z[0])
+                z = zs[k]
+                gv = _grads_or_zeros(grads[2 * k + 1], z[0])
                 base = 2 + 3 * k
                 if st.compact:
                     pos, vhb, offsets = st.saved
-                    vals = torch.ops.spikeforge_scan.scan_bwd_band_vals(gz, pos, vhb, offsets, st.z, st.table, gv,
+                    vals = torch.ops.spikeforge_scan.scan_bwd_band_vals(gz, pos, vhb, offsets, z, st.table, gv,
                                                                         s.code, s.reset, s.detach, s.surr, s.scale)
                     nz, g = (*rows_of(k), vals), None
                     if need[base]:
@@ -614,7 +625,7 @@ class _BandChainFunction(torch.autograd.Function):
                 else:
                     if compact:  # cannot happen: a dense stage is always handed a dense gradient
                         raise AssertionError("band chain: compact gradient for a dense stage")
-                    g = cpu_scan._band_dense_backward(gz.contiguous(), st.saved[0], st.z, st.table, s,
+                    g = cpu_scan._band_dense_backward(gz.contiguous(), st.saved[0], z, st.table, s,
                                                       gv).view(rows, st.n_out)
                     if need[base]:
                         out[base] = _weight_grad(st.active, g)
