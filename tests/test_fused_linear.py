@@ -512,3 +512,28 @@ def test_band_chain_frees_its_tensors_after_the_step(monkeypatch):
         assert chains[0]() is None and spikes() is None
     finally:
         gc.enable()
+
+
+def test_band_chain_backward_twice_and_no_second_derivative():
+    """A band chain's backward can run again on a kept graph (``retain_graph``: the same gradients) and refuses a
+    second derivative with autograd's error for once-differentiable functions, instead of a wrong zero."""
+    if not sp._native():
+        pytest.skip("sparse C++ kernels could not be built here")
+    x = _spikes(14, 3, 40, density=0.1, dtype=F32)
+    torch.manual_seed(4)
+    net = Sequential(*_band_net("dropout", F32))
+    with torch.no_grad():
+        net[0].weight.mul_(5.0)
+        net[3].weight.mul_(5.0)
+    torch.manual_seed(1)
+    loss = net(x)[0].square().sum()
+    loss.backward(retain_graph=True)
+    first = [p.grad.clone() for p in net.parameters()]
+    net.zero_grad()
+    loss.backward()
+    assert all(torch.equal(a, p.grad) for a, p in zip(first, net.parameters(), strict=True))
+    assert float(first[0].abs().max()) > 0
+    torch.manual_seed(1)
+    g = torch.autograd.grad(net(x)[0].square().sum(), net[0].weight, create_graph=True)[0]
+    with pytest.raises(RuntimeError, match="once_differentiable"):
+        g.sum().backward()

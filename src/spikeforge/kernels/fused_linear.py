@@ -558,6 +558,7 @@ class _BandChainFunction(torch.autograd.Function):
         return tuple(outs)
 
     @staticmethod
+    @torch.autograd.function.once_differentiable  # computed without a graph: a second derivative raises
     def backward(ctx, *grads):  # type: ignore[override]
         chain: BandChain = ctx.chain
         zs = ctx.saved_tensors[ctx.n_weights:]  # (raises if a weight was modified in place)
