@@ -427,6 +427,17 @@ def _band_net(kind: str, dtype):
     return layers
 
 
+def _band_model(kind: str, dtype, fuse="auto") -> Sequential:
+    """:func:`_band_net` as a ``Sequential`` (seeded), the two hidden layers' weights scaled up 5x so that their
+    neurons fire and the band holds some of their steps."""
+    torch.manual_seed(4)
+    net = Sequential(*_band_net(kind, dtype), fuse=fuse).to(dtype)
+    with torch.no_grad():
+        for lin in [m for m in net.layers if isinstance(m, Linear)][:2]:
+            lin.weight.mul_(5.0)
+    return net
+
+
 @pytest.mark.parametrize("dtype", [F32, F64])
 @pytest.mark.parametrize("compact_max", [0.1, 0.0])  # 0.0: every block crowded, the dense layout
 @pytest.mark.parametrize("kind", ["plain", "dropout", "dense-next"])
@@ -446,12 +457,7 @@ def test_band_chain_equals_the_unfused_layers(dtype, compact_max, kind, monkeypa
     x = _spikes(14, 3, 40, density=0.1, dtype=dtype)
 
     def run(fuse):
-        torch.manual_seed(4)
-        net = Sequential(*_band_net(kind, dtype), fuse=fuse).to(dtype)
-        lins = [m for m in net.layers if isinstance(m, Linear)]
-        with torch.no_grad():
-            lins[0].weight.mul_(5.0)
-            lins[1].weight.mul_(5.0)
+        net = _band_model(kind, dtype, fuse)
         s0 = net[1].init_state(torch.zeros(3, 300, dtype=dtype))
         s0 = s0._replace(v=torch.full((3, 300), 0.1, dtype=dtype, requires_grad=True))
         stages = []
@@ -490,11 +496,7 @@ def test_band_chain_frees_its_tensors_after_the_step(monkeypatch):
     if not sp._native():
         pytest.skip("sparse C++ kernels could not be built here")
     x = _spikes(14, 3, 40, density=0.1, dtype=F32)
-    torch.manual_seed(4)
-    net = Sequential(*_band_net("dropout", F32))
-    with torch.no_grad():
-        net[0].weight.mul_(5.0)
-        net[3].weight.mul_(5.0)
+    net = _band_model("dropout", F32)
     chains = []
     real = fused_linear.BandChain.finish
     monkeypatch.setattr(fused_linear.BandChain, "finish", lambda self: chains.append(weakref.ref(self)) or real(self))
@@ -520,11 +522,7 @@ def test_band_chain_backward_twice_and_no_second_derivative():
     if not sp._native():
         pytest.skip("sparse C++ kernels could not be built here")
     x = _spikes(14, 3, 40, density=0.1, dtype=F32)
-    torch.manual_seed(4)
-    net = Sequential(*_band_net("dropout", F32))
-    with torch.no_grad():
-        net[0].weight.mul_(5.0)
-        net[3].weight.mul_(5.0)
+    net = _band_model("dropout", F32)
     torch.manual_seed(1)
     loss = net(x)[0].square().sum()
     loss.backward(retain_graph=True)
