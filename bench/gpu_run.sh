@@ -23,6 +23,9 @@ BUDGET=${BUDGET:-540}
 STEPS=${STEPS:-"tests kernels peers mnist"}
 SIZES=${SIZES:-"small medium long large recurrent"}
 START=$(date +%s)
+# a warm machine keeps /tmp between calls: start from empty result and run folders, so that nothing of an earlier
+# call (appended run lists, other runs' logs, another run's checkpoint picked by SPARSE_KEEP) mixes into this one
+rm -rf "$RES" /tmp/runs
 mkdir -p "$OUT" "$RES"
 left() { echo $(( BUDGET - ($(date +%s) - START) )); }
 pack() {  # the per-run logs of the training jobs too, also of runs the time limit cut short
