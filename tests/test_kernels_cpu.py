@@ -171,6 +171,22 @@ def test_build_failure_warns_once_and_gives_reference(monkeypatch: pytest.Monkey
     assert torch.equal(z1, ref(x)[0]) and torch.equal(z2, z1)
 
 
+def test_compile_failure_names_the_compiler_error(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A source that does not compile raises with the compiler's first ``error:`` line (file, line and what is
+    wrong), not its last line (a source excerpt or caret line, which said nothing in the one-line warning)."""
+    if not cpu_scan.build():
+        pytest.skip("no working C++ compiler here")
+    monkeypatch.setattr(cpu_scan, "_cache_dir", lambda: tmp_path / "cache")
+    src = tmp_path / "broken.cpp"
+    src.write_text("int f() {\n  return undeclared_name_xyz;\n}\n")
+    with pytest.raises(RuntimeError) as err:
+        cpu_scan.compile_library(src, "broken")
+    msg = str(err.value)
+    assert "error:" in msg and "undeclared_name_xyz" in msg and "broken.cpp" in msg and "\n" not in msg
+    assert cpu_scan._compiler_error("a.cpp:1:2: warning: w\n  x\n  ^~\n", 1) == "^~"  # no error line: the last
+    assert cpu_scan._compiler_error("", 4) == "compiler exit status 4"
+
+
 def _recurrent_pair(cls, reset: str, refractory: float, *, hidden: int = 12, seed: int = 0):
     torch.manual_seed(seed)
     kw = {} if cls is IF else {"v_reset": -0.1}

@@ -81,6 +81,16 @@ def _compile_command(src: Path, out: Path) -> list[str]:
     return [cxx, *_flags(), f"-D_GLIBCXX_USE_CXX11_ABI={abi}", *inc, str(src), "-o", str(out), *link]
 
 
+def _compiler_error(output: str, status: int) -> str:
+    """The line of a failed compiler run that says what went wrong: its first ``error:`` line (GCC and Clang end
+    with a source excerpt and a caret line, which alone say nothing), else the last line, else the exit status."""
+    lines = [line.strip() for line in output.strip().splitlines() if line.strip()]
+    for line in lines:
+        if "error:" in line:
+            return line
+    return lines[-1] if lines else f"compiler exit status {status}"
+
+
 def compile_library(source: Path, stem: str) -> Path:
     """Compile a C++ source of this package into the kernel cache (once per source, torch, flags and Python) and
     return the shared library's path; raises with the compiler's last line when it fails."""
@@ -95,8 +105,7 @@ def compile_library(source: Path, stem: str) -> Path:
         tmp_out = Path(tmp) / out.name
         proc = subprocess.run(_compile_command(source, tmp_out), capture_output=True, text=True)
         if proc.returncode != 0:
-            lines = (proc.stderr or proc.stdout).strip().splitlines()
-            raise RuntimeError(lines[-1] if lines else f"compiler exit status {proc.returncode}")
+            raise RuntimeError(_compiler_error(proc.stderr or proc.stdout, proc.returncode))
         os.replace(tmp_out, out)  # atomic: concurrent builds of the same key are harmless
     return out
 
