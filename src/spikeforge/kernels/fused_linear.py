@@ -61,7 +61,7 @@ from .sparse import (
 )
 
 __all__ = ["AUTO_MAX_ACTIVE", "BLOCK_COLS", "CHUNKS", "BandChain", "MIN_CHUNK_ROWS", "chunk_steps", "column_blocks",
-           "fused_linear_scan", "linear_band_scan"]
+           "fused_linear_scan"]
 
 #: chunks a sequence is cut into by default: the chunk buffers (the chunk's current and spikes, and the gradient
 #: of the spikes in backward) then add an eighth of the output or so to memory.
@@ -387,8 +387,7 @@ class _Stage:
     the scan's saved tensors: compact ``(pos, vhb, offsets)`` or dense ``(vh,)``), plus the dropout factor applied
     to its spikes (``keep [B, out]``) when the next stage or the tail reads them."""
 
-    __slots__ = ("active", "weight", "bias", "v0", "table", "setup", "n_out", "z", "z_view", "v", "saved", "keep",
-                 "finish")
+    __slots__ = ("active", "weight", "bias", "v0", "table", "setup", "n_out", "z", "v", "saved", "keep", "finish")
 
     @property
     def compact(self) -> bool:
@@ -414,7 +413,7 @@ class BandChain:
     join, is known only after the forward of the layers before): :meth:`add_stage`, :meth:`drop`, :meth:`set_input`,
     :meth:`add_tail`, then :meth:`finish`, which records the whole chain as one autograd function. Spikes, states
     and outputs equal the unfused layers bit for bit; so do the sampled gradients (each is ``csr_igrad``'s sum at
-    that position, times the mask); weight gradients equal the unfused fused pairs' (:func:`linear_band_scan`).
+    that position, times the mask).
     """
 
     def __init__(self, x: Tensor, active: SparseInput) -> None:
@@ -457,9 +456,8 @@ class BandChain:
         with torch.no_grad():
             cur = _forward(active, weight, bias)  # [T * B, out]: the current, a temporary (the dense layout's membrane)
             st.z, st.v, st.saved = cpu_scan._band_forward(cur.view(-1, n), st.v0, table, setup, True)
-        st.z_view = st.z.view(steps, batch, n_out)
         self.stages.append(st)
-        self.top, self.active = st.z_view, None
+        self.top, self.active = st.z.view(steps, batch, n_out), None
         return True
 
     def drop(self, keep: Tensor | None) -> Tensor:
@@ -468,7 +466,7 @@ class BandChain:
         if keep is not None:
             st = self.stages[-1]
             st.keep = keep.contiguous()
-            self.top = st.z_view * st.keep
+            self.top = self.top * st.keep
         return self.top
 
     def set_input(self, active: SparseInput | None) -> None:
@@ -551,7 +549,7 @@ class _BandChainFunction(torch.autograd.Function):
         ctx.n_weights = len(weights)
         ctx.save_for_backward(*weights, *[st.z for st in chain.stages])
         for st in chain.stages:
-            st.z = st.z_view = st.v = None
+            st.z = st.v = None
         chain.top = None
         if chain.tail is not None:
             chain.tail = (*chain.tail[:3], None)
@@ -593,7 +591,7 @@ class _BandChainFunction(torch.autograd.Function):
         with torch.no_grad():
             top = len(stages) - 1
             if chain.tail is not None and grads[-1] is not None:
-                w_t, b_t, active_t, _ = chain.tail
+                w_t, _, active_t, _ = chain.tail
                 g = grads[-1].contiguous()
                 base = 2 + 3 * len(stages)
                 if need[base]:
@@ -605,7 +603,6 @@ class _BandChainFunction(torch.autograd.Function):
                 gz, compact = incoming(top, g_nz, g, w_t)
             else:
                 gz = grads[2 * top]
-                st = stages[top]
                 gz, compact = (zs[top].new_zeros(()).expand(zs[top].shape) if gz is None else gz), False
             for k in range(top, -1, -1):
                 st, s = stages[k], stages[k].setup
@@ -641,29 +638,3 @@ class _BandChainFunction(torch.autograd.Function):
                     out[1] = (torch.ops.spikeforge_sparse.csr_igrad(*nz, st.weight.detach().contiguous())
                               if nz is not None else g @ st.weight.detach())
         return tuple(out)
-
-
-def linear_band_scan(model: str, spec: FireSpec, params: NamedTuple, state: NamedTuple, x: Tensor, weight: Tensor,
-                     bias: Tensor | None, *, active: SparseInput | None,
-                     sparse_backward: float | None) -> tuple[Tensor, NamedTuple] | None:
-    """``Linear(x)`` followed by an IF or LIF layer under sparse backward (no refractoriness), on the CPU, with the
-    backward formed from the in-band steps only: a :class:`BandChain` of one stage.
-
-    Args:
-        model, spec, params, state, sparse_backward: as :func:`spikeforge.kernels.cpu_scan.fused_scan`.
-        x: input ``[T, B, in]`` (typically binary spikes); ``active`` its non-zeros
-            (:func:`spikeforge.kernels.sparse.choose`), required.
-        weight, bias: ``[out, in]`` and ``[out]`` (or None), same dtype as ``x``.
-
-    Returns:
-        ``(spikes [T, B, out], final_state)``; None when the case is not covered (not the compact sparse-backward
-        scan, no non-zeros given, no gradient recorded, non-CPU tensors, kernels not built), so that the caller
-        runs the layers one after the other.
-    """
-    if active is None or x.dim() != 3:
-        return None
-    chain = BandChain(x, active)
-    if not chain.add_stage(model, spec, params, state, weight, bias, sparse_backward):
-        return None
-    (result,), _ = chain.finish()
-    return result

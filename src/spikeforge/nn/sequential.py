@@ -60,12 +60,12 @@ def _linear(layer: nn.Module) -> bool:
 
 def _fusable(lin: nn.Module, neuron: nn.Module) -> bool:
     """Whether the pair can run as one fused ``Linear -> neuron`` call at all (before looking at the input)."""
-    return (isinstance(lin, Linear) and type(lin).forward is Linear.forward
+    return (_linear(lin)
             and isinstance(neuron, Neuron) and neuron.kernel is not None and neuron.engine != "reference"
             and neuron.step_hook is None and type(neuron).forward is Neuron.forward
             and type(neuron).trace_run is Neuron.trace_run
             and (neuron.size is None or tuple(neuron.size) == (lin.module.out_features,))
-            and not _any_hooks(lin) and not _any_hooks(neuron))
+            and not _any_hooks(neuron))
 
 
 class Sequential(SNNModule):
@@ -265,7 +265,7 @@ class Sequential(SNNModule):
             if k + 1 < len(layers) and self._band(layers[k], layers[k + 1]):
                 j = k
                 continue
-            if k + 1 < len(layers) and self._fused_kind(layers[k], layers[k + 1], chain.top, nxt[1]) == "chunk":
+            if k + 1 < len(layers) and self._chunked(layers[k], layers[k + 1], chain.top, nxt[1]):
                 break  # the Linear and the layer after it run fused in time chunks, for their memory
             if chain.add_tail(layers[k].weight, layers[k].bias):
                 pending = None
@@ -299,47 +299,37 @@ class Sequential(SNNModule):
         """A :class:`~spikeforge.nn.Dropout` whose call a band chain may take over (no hooks, its own forward)."""
         return isinstance(layer, Dropout) and type(layer).forward is Dropout.forward and not _any_hooks(layer)
 
-    def _fused_kind(self, lin: Linear, neuron: nn.Module, x: Tensor, active) -> str | None:
-        """What ``_fused`` would run for this pair on a sparse input: ``"band"``, ``"chunk"`` or None."""
-        if not _fusable(lin, neuron):
-            return None
-        if self._band(lin, neuron):
-            return "band"
-        if self.fuse == "auto":
-            if active is None or active.index.numel() > fused_linear.AUTO_MAX_ACTIVE * active.shape[0]:
-                return None
-            steps = x.shape[0]
-            if (self.chunk_steps or fused_linear.chunk_steps(steps, x.shape[1], x.shape[2])) >= steps:
-                return None
-        return "chunk"
+    def _chunked(self, lin: Linear, neuron: nn.Module, x: Tensor, active) -> bool:
+        """Whether the pair runs fused in time chunks (:func:`~spikeforge.kernels.fused_linear.fused_linear_scan`)
+        on an input with these non-zeros (None: dense), a gradient being recorded (class doc). Not a pair of a
+        band chain (:meth:`_chain`)."""
+        if not _fusable(lin, neuron) or self._band(lin, neuron):
+            return False
+        if self.fuse != "auto":
+            return True
+        if active is None or active.index.numel() > fused_linear.AUTO_MAX_ACTIVE * active.shape[0]:
+            return False  # dense (one GEMM over all steps is faster), or a recompute costlier than the scan
+        # one chunk: the whole current is held anyway (the donated buffer then holds the membrane), so fusing would
+        # only add the recompute (a Fashion-MNIST training step, T=16, B=64: 38 % slower)
+        steps = x.shape[0]
+        return (self.chunk_steps or fused_linear.chunk_steps(steps, x.shape[1], x.shape[2])) < steps
 
     def _fused(self, lin: Linear, neuron: Neuron, x: Tensor, route, state: Any) -> tuple[Tensor, Any] | None:
-        """Run ``lin`` and ``neuron`` as one fused call when the policy (class doc) picks it; else None."""
+        """Run ``lin`` and ``neuron`` as one call fused in time chunks when the policy (class doc) picks it; else
+        None."""
         if route is None or x.device.type != "cpu":
             return None
+        if self.fuse == "auto" and not _needs_grad(x, lin, state):
+            return None  # no graph to keep memory for
         active = route[1]
-        # the compact sparse-backward scan keeps only its in-band steps; fused with the Linear, its backward forms
-        # the Linear's gradients from them without a dense gradient of the current (not chunked: nothing of the
-        # current's size is kept anyway)
-        band = self._band(lin, neuron)
-        if self.fuse == "auto" and (active is None or not _needs_grad(x, lin, state)):
-            return None  # dense (one GEMM over all steps is faster), or no graph to keep memory for
-        if self.fuse == "auto" and not band:
-            if active.index.numel() > fused_linear.AUTO_MAX_ACTIVE * route[0].shape[0]:
-                return None  # a recompute of the product that would cost more than the scan
-            steps = x.shape[0]
-            if (self.chunk_steps or fused_linear.chunk_steps(steps, x.shape[1], x.shape[2])) >= steps:
-                return None  # one chunk: the whole current is held anyway (the donated buffer then holds the
-                # membrane), so fusing would only add the recompute (a Fashion-MNIST training step, T=16, B=64:
-                # 38 % slower)
+        if not self._chunked(lin, neuron, x, active):
+            return None
         like = lin.weight.new_zeros(()).expand(x.shape[1], lin.module.out_features)  # one step of the current
         if state is None:
             state = neuron.init_state(like)
-        args = (neuron.kernel, neuron.fire_spec, neuron.params(like), state, x, lin.weight, lin.bias)
-        if band:
-            return fused_linear.linear_band_scan(*args, active=active, sparse_backward=neuron.sparse_backward)
-        return fused_linear.fused_linear_scan(*args, active=active, sparse_backward=neuron.sparse_backward,
-                                              chunk=self.chunk_steps)
+        return fused_linear.fused_linear_scan(neuron.kernel, neuron.fire_spec, neuron.params(like), state, x,
+                                              lin.weight, lin.bias, active=active,
+                                              sparse_backward=neuron.sparse_backward, chunk=self.chunk_steps)
 
     def layer_outputs(self, x: Tensor, state: Any = None, *,
                       every: bool = True) -> tuple[Tensor, tuple, list[Tensor | None]]:
